@@ -1,0 +1,7 @@
+"""`python -m algoperf ...` (also what `torchrun -m algoperf run ...` executes)."""
+
+import sys
+
+from algoperf.cli import main
+
+sys.exit(main())

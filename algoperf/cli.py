@@ -1,0 +1,208 @@
+"""Command line: `algoperf run | list` (also `python -m algoperf ...`).
+
+`run` takes upstream `submission_runner.py` flags with absl syntax:
+`--flag=value`, `--flag value`, `--flag` / `--noflag` for booleans. Calling
+with flags and no subcommand means `run`, so upstream command lines work after
+replacing `python submission_runner.py` with `python -m algoperf`.
+
+Errors in input (flags, files, names) print one line and exit 2; a run in
+which any trial failed exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import List, Optional, Sequence
+
+from algoperf.config import ConfigError, RunConfig
+
+_log = logging.getLogger('algoperf')
+
+_TRUE = {'1', 'true', 't', 'yes', 'y'}
+_FALSE = {'0', 'false', 'f', 'no', 'n'}
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f'expected true/false, got {text!r}')
+
+
+def _absl_to_argparse(argv: Sequence[str], bool_flags: set) -> List[str]:
+    """Rewrite absl boolean forms (--flag, --noflag) as --flag=true/false."""
+    out = []
+    for arg in argv:
+        if arg.startswith('--') and '=' not in arg:
+            name = arg[2:]
+            if name in bool_flags:
+                out.append(f'--{name}=true')
+                continue
+            if name.startswith('no') and name[2:] in bool_flags:
+                out.append(f'--{name[2:]}=false')
+                continue
+        out.append(arg)
+    return out
+
+
+_HELP = {
+    'submission_path': 'Python file with the submission functions.',
+    'workload': 'Registered workload name (see `algoperf list`).',
+    'framework': "Only 'pytorch' (accepted for upstream compatibility).",
+    'experiment_dir': 'Root directory for all experiment logs.',
+    'experiment_name': 'Sub-directory name; may contain "/" (e.g. myalgo/study_0).',
+    'tuning_ruleset': "'external' (search space, 1x budget) or 'self' (hyperparameters=None, 1.5x budget).",
+    'tuning_search_space': 'Search-space JSON (external ruleset only).',
+    'num_tuning_trials': 'Number of hyperparameter points (trials) to run.',
+    'data_dir': 'Dataset location.',
+    'imagenet_v2_data_dir': 'ImageNet-v2 location (test split of ImageNet workloads).',
+    'librispeech_tokenizer_vocab_path': 'SentencePiece model for LibriSpeech.',
+    'torch_compile': "torch.compile the model/loss where upstream does (on the clock).",
+    'save_checkpoints': 'Checkpoint at every eval (resume with --resume_last_run).',
+    'save_intermediate_checkpoints': 'Keep every checkpoint, not only the latest.',
+    'resume_last_run': 'Continue the experiment in an existing directory.',
+    'append_timestamp': 'Append -YYYY-MM-DD-HH-MM-SS to the experiment name.',
+    'use_wandb': 'Weights & Biases logging (not supported yet).',
+    'profile': 'Print wall-clock totals per harness action after each trial.',
+    'max_global_steps': 'Stop after this many steps (with a final eval).',
+    'overwrite': 'Delete an existing experiment directory first.',
+    'hparam_start_index': 'First trial index (0-based) of the search to run.',
+    'hparam_end_index': 'End trial index (exclusive) of the search to run.',
+    'rng_seed': 'Base seed (trial 1 uses it; other trials derive distinct seeds).',
+    'set_pytorch_max_split_size': 'Set PYTORCH_CUDA_ALLOC_CONF=max_split_size_mb:256.',
+    'pytorch_eval_num_workers': 'DataLoader workers for eval loaders that have them.',
+    'capture_jax_trace': 'JAX only; rejected.',
+    'skip_evals': 'Train without evals (budget still checked every eval period).',
+    'halt_on_divergence': 'End a trial whose eval metrics are non-finite (--nohalt_on_divergence trains on, as upstream).',
+    'device': "'auto' (CUDA when available), 'cpu' or 'cuda'.",
+    'progress': 'Progress bar (terminal) or periodic lines (logs) on stderr.',
+}
+
+
+def _run_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser('run', help='Run timed trials of a submission on a workload.',
+                       description='Run timed trials (upstream submission_runner.py flags).')
+    defaults = RunConfig.__dataclass_fields__
+    for name, kind in RunConfig.field_types().items():
+        default = defaults[name].default
+        typ = {'bool': _parse_bool, 'int': int, 'str': str}[kind]
+        p.add_argument(f'--{name}', type=typ, default=default, metavar=kind.upper(),
+                       help=f'{_HELP.get(name, "")} (default: {default})')
+    return p
+
+
+def _list_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser('list', help='List registered workloads with targets and budgets.')
+    p.add_argument('--json', action='store_true', help='Print JSON (one object per workload).')
+    p.add_argument('--kind', choices=['base', 'variant', 'test', 'dev'], help='Only workloads of this kind.')
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='algoperf', description='Fast PyTorch AlgoPerf harness.')
+    sub = parser.add_subparsers(dest='command', required=True)
+    _run_parser(sub)
+    _list_parser(sub)
+    return parser
+
+
+def _cmd_list(args) -> int:
+    from algoperf import registry
+
+    specs = [registry.get_spec(n) for n in registry.list_workloads(args.kind)]
+    if args.json:
+        print(json.dumps([s.summary() for s in specs], indent=2))
+        return 0
+    head = f'{"workload":<45}{"kind":<8}{"target metric":<38}{"val target":>11}{"test target":>12}{"budget s":>10}{"eval s":>8}{"step hint":>10}'
+    print(head)
+    for s in specs:
+        arrow = '↑' if s.higher_is_better else '↓'
+        print(f'{s.name:<45}{s.kind.value:<8}{"validation/" + s.target_metric_name + " " + arrow:<38}'
+              f'{s.validation_target_value:>11.6g}{s.test_target_value:>12.6g}{s.max_allowed_runtime_sec:>10,}'
+              f'{s.eval_period_time_sec:>8,}{s.step_hint:>10,}')
+    print('\nBudgets are external-tuning seconds; self-tuning gets 1.5x.')
+    return 0
+
+
+def _setup_logging(progress, rank: int) -> None:
+    from algoperf.progress import ProgressLogHandler
+    from algoperf.runtime import RankZeroFilter
+
+    handler = ProgressLogHandler(progress)
+    handler.setFormatter(logging.Formatter('%(asctime)s %(levelname).1s %(name)s] %(message)s', '%H:%M:%S'))
+    handler.addFilter(RankZeroFilter(rank))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def _cmd_run(args) -> int:
+    fields = {k: getattr(args, k) for k in RunConfig.__dataclass_fields__}
+    config = RunConfig(**fields)
+    if config.use_wandb:
+        raise ConfigError('--use_wandb: Weights & Biases logging is not supported yet.')
+    if config.set_pytorch_max_split_size:
+        # Must happen before CUDA initialises.
+        os.environ['PYTORCH_CUDA_ALLOC_CONF'] = 'max_split_size_mb:256'
+    from algoperf.experiment import Experiment
+    from algoperf.progress import Progress
+    from algoperf.runtime import Runtime
+
+    runtime = Runtime.from_env(device=None if config.device == 'auto' else config.device)
+    if config.device == 'cuda':
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError('--device=cuda: no CUDA device is available.')
+    progress = Progress(enabled=config.progress and runtime.is_main)
+    _setup_logging(progress, runtime.rank)
+    runtime.init_process_group()
+    try:
+        experiment = Experiment(config, runtime, progress)
+        results = experiment.run()
+    finally:
+        progress.close()
+        runtime.shutdown()
+    if runtime.is_main:
+        print(f'Logs: {experiment.log_dir}')
+    return 1 if any(r.status == 'failed' for r in results) else 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].startswith('--') and argv[0] not in ('--help', '-h'):
+        argv = ['run'] + argv  # Upstream-style invocation without a subcommand.
+    bool_flags = {k for k, v in RunConfig.field_types().items() if v == 'bool'}
+    if argv and argv[0] == 'run':
+        argv = ['run'] + _absl_to_argparse(argv[1:], bool_flags)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == 'list':
+            return _cmd_list(args)
+        return _cmd_run(args)
+    except ConfigError as e:
+        print(f'algoperf {args.command}: error: {e}', file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001
+        # Registry, submission, search-space and data errors are all user input.
+        from algoperf.registry import UnknownWorkloadError, WorkloadNotAvailableError
+        from algoperf.search_space import SearchSpaceError
+        from algoperf.submission import SubmissionError
+
+        user_errors = (UnknownWorkloadError, WorkloadNotAvailableError, SearchSpaceError, SubmissionError,
+                       FileNotFoundError, NotADirectoryError)
+        if isinstance(e, user_errors):
+            print(f'algoperf {args.command}: error: {e}', file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""`SpecWorkload`: a `spec.Workload` whose constants come from a `WorkloadSpec`.
+
+Upstream repeats a dozen constant `@property`s in every workload class; here a
+workload sets `workload_spec` (its torch-free spec from workloads/<name>/spec.py)
+and inherits them, plus the strict target checks the runner uses. It also takes
+the `Runtime` (device, rank, world size) instead of module-level globals.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Dict, Optional
+
+from algoperf import spec
+from algoperf.workload_spec import WorkloadSpec
+
+
+class SpecWorkload(spec.Workload):
+    """Base for our workloads. Subclasses set `workload_spec` and implement
+    `init_model_fn`, `model_fn`, `loss_fn`, `is_output_params`,
+    `_build_input_queue` and `_eval_model_on_split`."""
+
+    workload_spec: ClassVar[WorkloadSpec]
+
+    def __init__(self, runtime=None, **kwargs: Any) -> None:
+        super().__init__()
+        if runtime is None:
+            from algoperf.runtime import Runtime  # Lazy: imports torch.
+
+            runtime = Runtime.from_env()
+        self.runtime = runtime
+
+    # Constants from the spec -------------------------------------------------------------
+    @property
+    def target_metric_name(self) -> str:
+        return self.workload_spec.target_metric_name
+
+    @property
+    def validation_target_value(self) -> float:
+        return self.workload_spec.validation_target_value
+
+    @property
+    def test_target_value(self) -> float:
+        return self.workload_spec.test_target_value
+
+    @property
+    def loss_type(self) -> spec.LossType:
+        return spec.LossType[self.workload_spec.loss_type]
+
+    @property
+    def num_train_examples(self) -> int:
+        return self.workload_spec.num_train_examples
+
+    @property
+    def num_eval_train_examples(self) -> int:
+        return self.workload_spec.num_eval_train_examples
+
+    @property
+    def num_validation_examples(self) -> int:
+        return self.workload_spec.num_validation_examples
+
+    @property
+    def num_test_examples(self) -> Optional[int]:
+        return self.workload_spec.num_test_examples
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.workload_spec.eval_batch_size
+
+    @property
+    def train_mean(self) -> Any:
+        if self.workload_spec.train_mean is None:
+            raise NotImplementedError
+        return self.workload_spec.train_mean
+
+    @property
+    def train_stddev(self) -> Any:
+        if self.workload_spec.train_stddev is None:
+            raise NotImplementedError
+        return self.workload_spec.train_stddev
+
+    @property
+    def max_allowed_runtime_sec(self) -> int:
+        return self.workload_spec.max_allowed_runtime_sec
+
+    @property
+    def eval_period_time_sec(self) -> int:
+        return self.workload_spec.eval_period_time_sec
+
+    @property
+    def step_hint(self) -> int:
+        return self.workload_spec.step_hint
+
+    # Target checks: strict, like upstream's runner ---------------------------------------------
+    def _reached(self, eval_result: Dict[str, float], split: str, target: float) -> bool:
+        value = eval_result.get(f'{split}/{self.target_metric_name}')
+        return value is not None and self.workload_spec.reached(float(value), target, strict=True)
+
+    def has_reached_validation_target(self, eval_result: Dict[str, float]) -> bool:
+        return self._reached(eval_result, 'validation', self.validation_target_value)
+
+    def has_reached_test_target(self, eval_result: Dict[str, float]) -> bool:
+        return self._reached(eval_result, 'test', self.test_target_value)
+
+    # Further primitive properties (e.g. criteo's vocab_size) from `spec.extra`, so they
+    # read like upstream's properties and land in meta_data_<n>.json.
+    def __getattr__(self, name: str) -> Any:
+        if name != 'workload_spec':
+            extra = self.workload_spec.extra
+            if name in extra:
+                return extra[name]
+        raise AttributeError(f'{type(self).__name__} has no attribute {name!r}')
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(self.workload_spec.extra))
+
+    # Ours --------------------------------------------------------------------------------------
+    def validate_data_dir(self, data_dir: str) -> None:
+        """Raise FileNotFoundError naming what is missing (before any log is written)."""

@@ -1,0 +1,1 @@
+"""Reference training algorithms (AlgoPerf submissions) and reusable optimizers."""

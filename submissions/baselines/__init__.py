@@ -1,0 +1,1 @@
+"""AlgoPerf baseline submissions."""

@@ -1,0 +1,1 @@
+"""Reusable torch.optim optimizers, each with a plain reference twin."""

@@ -1,0 +1,13 @@
+"""Shared pytest setup: GPU tests skip without CUDA; tests/ is importable (tolerances)."""
+
+import pytest
+import torch
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason='needs a CUDA device')
+    for item in items:
+        if 'gpu' in item.keywords or 'multigpu' in item.keywords:
+            item.add_marker(skip_gpu)

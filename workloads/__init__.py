@@ -1,0 +1,1 @@
+"""AlgoPerf workloads. Nothing is imported here: the registry loads each by name."""

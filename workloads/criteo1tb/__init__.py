@@ -1,0 +1,1 @@
+"""Criteo 1TB DLRM-small workload and its variants (metadata in `spec.py`)."""

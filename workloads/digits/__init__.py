@@ -1,0 +1,1 @@
+"""Handwritten digits bundled with scikit-learn: an offline dev workload."""

@@ -1,0 +1,1 @@
+"""fastMRI U-Net workload and its variants (metadata in `spec.py`)."""

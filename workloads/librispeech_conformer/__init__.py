@@ -1,0 +1,1 @@
+"""LibriSpeech Conformer workload and its variants (metadata in `spec.py`)."""

@@ -1,0 +1,1 @@
+"""MNIST development workload (upstream's MLP, targets and budgets)."""

@@ -1,0 +1,1 @@
+"""OGBG molpcba GNN workload and its variants (metadata in `spec.py`)."""
