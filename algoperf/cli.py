@@ -187,6 +187,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == 'list':
             return _cmd_list(args)
         return _cmd_run(args)
+    except BrokenPipeError:
+        # `algoperf list | head`: the reader left; exit quietly like other CLI tools.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ConfigError as e:
         print(f'algoperf {args.command}: error: {e}', file=sys.stderr)
         return 2

@@ -139,6 +139,7 @@ class _Trial:
         self.logger: Optional[logger_utils.MetricLogger] = None
         self.status: Optional[str] = None
         self.time_to_val_target: Optional[float] = None
+        self._checkpointed_step: Optional[int] = None
 
     # ---- setup (off the clock) ----------------------------------------------------------------
     def setup(self) -> None:
@@ -336,6 +337,9 @@ class _Trial:
             self.status = DIVERGED
 
     def _save_checkpoint(self) -> None:
+        if self._checkpointed_step == self.global_step:
+            return  # The last eval already saved this step (upstream saves it twice).
+        self._checkpointed_step = self.global_step
         checkpoint_utils.save_checkpoint(
             self.opt_state, self.params, self.model_state, self.train_state, self.eval_results,
             self.global_step, self.preemption_count, self.s.trial_dir, self.cfg.save_intermediate_checkpoints,

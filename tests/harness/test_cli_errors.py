@@ -192,3 +192,15 @@ def test_cli_subprocess_exit_code_and_single_line():
     assert proc.stderr.strip().startswith("algoperf run: error: Unknown workload 'nope'")
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not os.path.exists('/tmp/never-created-by-algoperf')
+
+
+def test_get_batch_size_value_error_retries_base_name():
+    from algoperf import registry, submission
+
+    sub = submission.load(BASELINE)
+    name = 'imagenet_resnet_large_bn_init'  # Not in the baseline's table; its base is.
+    with pytest.raises(ValueError):
+        sub.get_batch_size(name)
+    assert sub.batch_size(name, registry.get_base_workload_name(name)) == 1024
+    with pytest.raises(ValueError, match='Unsupported workload name: mnistt'):
+        sub.batch_size('mnistt', 'mnistt')
