@@ -1,4 +1,4 @@
-"""Command line: `algoperf run | list` (also `python -m algoperf ...`).
+"""Command line: `algoperf run | list | score` (also `python -m algoperf ...`).
 
 `run` takes upstream `submission_runner.py` flags with absl syntax:
 `--flag=value`, `--flag value`, `--flag` / `--noflag` for booleans. Calling
@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest='command', required=True)
     _run_parser(sub)
     _list_parser(sub)
+    sub.add_parser('score', add_help=False, help='Score log trees (time-to-target, profiles, benchmark scores).')
     return parser
 
 
@@ -178,6 +179,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].startswith('--') and argv[0] not in ('--help', '-h'):
         argv = ['run'] + argv  # Upstream-style invocation without a subcommand.
+    if argv and argv[0] == 'score':
+        # Scoring is its own package (numpy/pandas only); it parses its own flags.
+        from scoring.cli import main as score_main
+
+        return score_main(argv[1:])
     bool_flags = {k for k, v in RunConfig.field_types().items() if v == 'bool'}
     if argv and argv[0] == 'run':
         argv = ['run'] + _absl_to_argparse(argv[1:], bool_flags)

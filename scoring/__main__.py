@@ -1,0 +1,7 @@
+"""`python -m scoring ...`: same as `algoperf score ...`."""
+
+import sys
+
+from scoring.cli import main
+
+sys.exit(main(prog='python -m scoring'))

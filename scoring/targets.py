@@ -1,0 +1,128 @@
+"""Validation targets per workload: from our torch-free specs or a targets JSON.
+
+The JSON format is upstream's frozen targets file (`scoring/generate_workload_targets.py`,
+`../shared/algoperf_logs/targets/*.json`):
+
+    {"benchmark_version": "0.5", "base_workloads": [...], "held_out_workloads": [...],
+     "workloads": {"<name>": {"target_metric_name": "loss", "validation_target_value": 0.1237,
+                              "step_hint": 10666}, ...}}
+
+Direction of a metric follows upstream's scorer: a metric *name* containing one of
+`ce_loss, error_rate, ctc_loss, wer, l1_loss, loss, ppl` is minimised (checked first, as
+upstream); one containing `mean_average_precision, ssim, accuracy, bleu` is maximised. A
+`target_metric_goal` field ('minimize'/'maximize'), where a file has one, wins. Reached means `<=` / `>=`
+(non-strict, unlike the runner's `<` / `>`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Dict, List, Optional
+
+MINIMIZE = ('ce_loss', 'error_rate', 'ctc_loss', 'wer', 'l1_loss', 'loss', 'ppl')  # 'ppl': v0.6 LM
+MAXIMIZE = ('mean_average_precision', 'ssim', 'accuracy', 'bleu')
+
+# The eight scored workloads of v0.5 and v0.6 (no LM workload in this version line).
+BASE_WORKLOADS = (
+    'criteo1tb', 'fastmri', 'imagenet_resnet', 'imagenet_vit',
+    'librispeech_conformer', 'librispeech_deepspeech', 'ogbg', 'wmt',
+)
+
+
+class TargetsError(ValueError):
+    """A bad targets file; the message names the file and the field."""
+
+
+def higher_is_better(metric_name: str) -> bool:
+    """Upstream's substring rule (minimised names are checked first)."""
+    if any(m in metric_name for m in MINIMIZE):
+        return False
+    if any(m in metric_name for m in MAXIMIZE):
+        return True
+    raise TargetsError(f'metric {metric_name!r}: cannot tell whether it is minimised or maximised.')
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    workload: str
+    metric_name: str  # without split prefix, e.g. 'accuracy'
+    validation_target: float
+    higher_is_better: bool
+
+    @property
+    def column(self) -> str:
+        return f'validation/{self.metric_name}'
+
+
+@dataclasses.dataclass(frozen=True)
+class Targets:
+    """Targets of every known workload, plus which workloads are scored."""
+
+    by_workload: Dict[str, Target]
+    base_workloads: tuple
+    held_out_workloads: tuple = ()
+    source: str = 'workload specs'
+    benchmark_version: Optional[str] = None
+
+    def get(self, workload: str) -> Optional[Target]:
+        return self.by_workload.get(workload)
+
+
+def from_specs(held_out_workloads: tuple = ()) -> Targets:
+    """Targets from this package's torch-free workload specs (v0.6 values)."""
+    from algoperf import registry  # torch-free
+
+    by = {}
+    for name in registry.list_workloads():
+        s = registry.get_spec(name)
+        by[name] = Target(name, s.target_metric_name, s.validation_target_value, s.higher_is_better)
+    return Targets(by, BASE_WORKLOADS, tuple(held_out_workloads), 'workload specs (v0.6)')
+
+
+def from_json(path: str) -> Targets:
+    """Targets from an upstream-format targets JSON file."""
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except FileNotFoundError as e:
+        raise TargetsError(f'--workload_targets={path}: file not found.') from e
+    except json.JSONDecodeError as e:
+        raise TargetsError(f'{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}.') from e
+    if not isinstance(raw, dict) or not isinstance(raw.get('workloads'), dict):
+        raise TargetsError(f'{path}: expected an object with a "workloads" object.')
+    by = {}
+    for name, entry in raw['workloads'].items():
+        for field in ('target_metric_name', 'validation_target_value'):
+            if not isinstance(entry, dict) or field not in entry:
+                raise TargetsError(f'{path}: workloads.{name}: missing "{field}".')
+        value = entry['validation_target_value']
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TargetsError(f'{path}: workloads.{name}.validation_target_value must be a number, got {value!r}.')
+        metric = entry['target_metric_name']
+        goal = entry.get('target_metric_goal')
+        if goal not in (None, 'minimize', 'maximize'):
+            raise TargetsError(f'{path}: workloads.{name}.target_metric_goal must be "minimize" or "maximize".')
+        higher = goal == 'maximize' if goal else higher_is_better(metric)
+        by[name] = Target(name, metric, float(value), higher)
+    base = tuple(raw.get('base_workloads') or BASE_WORKLOADS)
+    held_out = tuple(raw.get('held_out_workloads') or ())
+    missing = [w for w in base + held_out if w not in by]
+    if missing:
+        raise TargetsError(f'{path}: no target for workload(s) {", ".join(missing)}.')
+    return Targets(by, base, held_out, os.path.basename(path), raw.get('benchmark_version'))
+
+
+def read_held_out(path: str) -> List[str]:
+    """A held-out workloads JSON: a list of variant names (upstream's v0.5 file)."""
+    try:
+        with open(path) as f:
+            names = json.load(f)
+    except FileNotFoundError as e:
+        raise TargetsError(f'--held_out_workloads={path}: file not found.') from e
+    except json.JSONDecodeError as e:
+        raise TargetsError(f'{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}.') from e
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise TargetsError(f'{path}: expected a JSON list of workload names.')
+    return names

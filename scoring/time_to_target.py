@@ -1,0 +1,80 @@
+"""Time-to-target: per trial, per study, per workload (upstream v0.5/v0.6 rules).
+
+Per trial: the first eval whose `validation/<metric>` reaches the target (`>=` for a
+maximised metric, `<=` for a minimised one; NaN never reaches) gives an eval index and a
+time, the trial's `score` column at that row (= accumulated submission time).
+
+Per study: among trials that reach the target, the one whose first reaching eval has the
+*smallest eval index* (ties: the first trial in directory order) gives the study's time;
+this is upstream's `idxmin` over indices, which is usually but not always the fastest
+trial (on the v0.5 logs taking the fastest instead moves lawa_ema from 0.3384 to 0.3434).
+No trial reaching: inf.
+
+Per workload: `np.median` over the studies that have at least one eval file; inf takes
+part like any value (so 2 of 3 studies missing the target gives inf). No budget cap is
+applied: upstream never turns a time above the budget into inf.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Dict, Iterable, List, Optional, Tuple
+
+import numpy as np
+
+from scoring.logs import TrialLog
+from scoring.targets import Target
+
+TIME_COLUMN = 'score'
+
+
+def first_reaching_index(values: np.ndarray, target: Target) -> Optional[int]:
+    """Index of the first eval reaching the target, or None."""
+    with np.errstate(invalid='ignore'):
+        reached = values >= target.validation_target if target.higher_is_better else values <= target.validation_target
+    if not reached.any():
+        return None
+    return int(np.argmax(reached))
+
+
+def trial_time_to_target(trial: TrialLog, target: Target, time_column: str = TIME_COLUMN) -> Tuple[Optional[int], float]:
+    """(first reaching eval index or None, its time or inf) for one trial."""
+    values = trial.columns.get(target.column)
+    times = trial.columns.get(time_column)
+    if values is None or times is None:
+        return None, math.inf
+    index = first_reaching_index(values, target)
+    if index is None:
+        return None, math.inf
+    return index, float(times[index])
+
+
+def study_time_to_target(trials: List[TrialLog], target: Target, time_column: str = TIME_COLUMN) -> float:
+    """Upstream's per-study rule: the reaching trial with the smallest eval index."""
+    best_index, best_time = None, math.inf
+    for trial in trials:  # Directory order: the first trial wins ties.
+        index, time = trial_time_to_target(trial, target, time_column)
+        if index is not None and (best_index is None or index < best_index):
+            best_index, best_time = index, time
+    return best_time
+
+
+def group_by_workload_and_study(trials: Iterable[TrialLog]) -> Dict[str, Dict[str, List[TrialLog]]]:
+    grouped: Dict[str, Dict[str, List[TrialLog]]] = defaultdict(lambda: defaultdict(list))
+    for t in trials:
+        grouped[t.workload][t.study].append(t)
+    return grouped
+
+
+def workload_times(trials: Iterable[TrialLog], targets: Dict[str, Target],
+                   time_column: str = TIME_COLUMN) -> Dict[str, float]:
+    """Workload -> median over studies of the study time-to-target (workloads with a target)."""
+    out = {}
+    for workload, studies in group_by_workload_and_study(trials).items():
+        target = targets.get(workload)
+        if target is None:
+            continue
+        times = [study_time_to_target(ts, target, time_column) for ts in studies.values()]
+        out[workload] = float(np.median(times))
+    return out
