@@ -88,10 +88,12 @@ def read_eval_csv(path: str, usecols: Optional[Collection[str]] = None) -> Dict[
         raise LogFormatError(f'{path}: malformed CSV ({e}).') from e
     if not rows:
         return {}
-    header, body = rows[0], [r for r in rows[1:] if r]
+    header = rows[0]
+    numbered = [(i, r) for i, r in enumerate(rows[1:], start=2) if r]  # Blank lines skipped, numbers kept.
+    body = [r for _, r in numbered]
     if len(set(header)) != len(header):
         raise LogFormatError(f'{path}: duplicate column names in the header.')
-    for i, row in enumerate(body, start=2):
+    for i, row in numbered:
         if len(row) != len(header):
             raise LogFormatError(f'{path}: line {i} has {len(row)} fields, the header has {len(header)}.')
     wanted = [(j, name) for j, name in enumerate(header) if usecols is None or name in usecols]
@@ -129,9 +131,12 @@ def _iter_trials(submission: str, root: str, report: LoadReport, columns_for: Op
             if m is None:
                 report.stray_dirs.append(wl_dir)
                 continue
-            for trial in sorted(os.listdir(wl_dir)):
+            # Numeric trial order (trial_2 before trial_10): it breaks ties between trials
+            # (upstream uses whatever order the filesystem lists).
+            trial_names = [t for t in os.listdir(wl_dir) if TRIAL_DIR.match(t)]
+            for trial in sorted(trial_names, key=lambda t: int(TRIAL_DIR.match(t).group('k'))):
                 trial_dir = os.path.join(wl_dir, trial)
-                if not TRIAL_DIR.match(trial) or not os.path.isdir(trial_dir):
+                if not os.path.isdir(trial_dir):
                     continue
                 csv_path = os.path.join(trial_dir, EVAL_CSV)
                 if not os.path.isfile(csv_path):

@@ -1,0 +1,144 @@
+"""`algoperf score` end to end: on logs our runner wrote, outputs, and bad input."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from algoperf import cli
+
+BASELINE = 'submissions/baselines/nadamw/submission.py'
+
+
+@pytest.fixture(scope='module')
+def runner_tree(tmp_path_factory):
+    """Two 'submissions' (same baseline, different seeds) x 2 studies of self-tuning digits runs."""
+    root = tmp_path_factory.mktemp('runs')
+    for sub, seed in (('nadamw_a', 0), ('nadamw_b', 100)):
+        for study in (0, 1):
+            code = cli.main(['run', '--workload=digits', f'--submission_path={BASELINE}', '--tuning_ruleset=self',
+                             f'--experiment_dir={root}', f'--experiment_name={sub}/study_{study}',
+                             f'--rng_seed={seed + study}', '--save_checkpoints=false', '--noprogress'])
+            assert code == 0
+    return root
+
+
+def _targets_file(tmp_path):
+    """A targets JSON (upstream format) that scores `digits` as the single base workload."""
+    path = tmp_path / 'targets.json'
+    path.write_text(json.dumps({
+        'benchmark_version': 'test', 'base_workloads': ['digits'], 'held_out_workloads': [],
+        'workloads': {'digits': {'target_metric_name': 'accuracy', 'validation_target_value': 0.9}},
+    }))
+    return path
+
+
+def test_scores_logs_written_by_our_runner(tmp_path, runner_tree, capsys):
+    out = tmp_path / 'out'
+    code = cli.main(['score', f'--submission_directory={runner_tree}', f'--output_dir={out}',
+                     f'--workload_targets={_targets_file(tmp_path)}', '--self_tuning_ruleset', '--num_studies=2'])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert 'nadamw_a' in printed and 'nadamw_b' in printed
+    times = pd.read_csv(out / 'time_to_targets.csv', index_col=0)
+    # Expected times from the runs' own logs: per study, the score of the first eval
+    # whose validation accuracy >= 0.9; per submission, the median of the two studies.
+    # (0.9, not the workload's 0.975: on a loaded machine a run can spend its budget first.)
+    for sub in ('nadamw_a', 'nadamw_b'):
+        study_times = []
+        for study in (0, 1):
+            evals = pd.read_csv(runner_tree / sub / f'study_{study}' / 'digits_pytorch' / 'trial_1' /
+                                'eval_measurements.csv')
+            hit = evals[evals['validation/accuracy'] >= 0.9]
+            study_times.append(hit['score'].iloc[0] if len(hit) else math.inf)
+        assert times.loc[sub, 'digits'] == pytest.approx(sum(study_times) / 2)
+    scores = pd.read_csv(out / 'scores.csv', index_col=0)
+    best = times['digits'].idxmin()
+    assert scores.loc[best, 'score'] == 1.0 and scores.loc[best, 'rank'] == 1  # Best everywhere: area 1.
+    ratio = times['digits'].max() / times['digits'].min()
+    other = scores['score'].drop(best).iloc[0]
+    # Profile of the slower one: 0 below its ratio, 1 from it on (tau grid of 100 points).
+    assert other == pytest.approx((4 - ratio) / 3, abs=0.03)
+    for name in ('performance_profiles.png', 'performance_profiles.svg', 'time_to_target.png', 'time_to_target.svg',
+                 'nadamw_a_summary.csv', 'performance_profiles.csv', 'time_to_targets_gated.csv'):
+        assert (out / name).stat().st_size > 0, name
+    summary = pd.read_csv(out / 'nadamw_a_summary.csv')
+    assert list(summary['study']) == ['study_0', 'study_1'] and summary['validation_target_reached'].all()
+    assert (summary['step_time_s'] > 0).all()
+
+
+def test_default_targets_from_specs_score_our_runs(tmp_path, runner_tree):
+    # With our specs the 8 base workloads are scored; digits is not one of them, so every
+    # submission gets 0 but the run must succeed and say so in the CSVs.
+    out = tmp_path / 'out'
+    assert cli.main(['score', f'--submission_directory={runner_tree}', f'--output_dir={out}', '--no_plots',
+                     '--self_tuning_ruleset']) == 0
+    scores = pd.read_csv(out / 'scores.csv', index_col=0)
+    assert (scores['score'] == 0).all()
+
+
+def test_speedups_against_reference(tmp_path, runner_tree):
+    out = tmp_path / 'out'
+    assert cli.main(['score', f'--submission_directory={runner_tree}', f'--output_dir={out}', '--no_plots',
+                     f'--workload_targets={_targets_file(tmp_path)}', '--self_tuning_ruleset',
+                     '--num_studies=2', '--reference_submission=nadamw_a']) == 0
+    speed = pd.read_csv(out / 'speedups.csv', index_col=0)
+    times = pd.read_csv(out / 'time_to_targets.csv', index_col=0)
+    assert speed.loc['nadamw_a', 'geometric_mean'] == 1.0
+    assert speed.loc['nadamw_b', 'digits'] == pytest.approx(times.loc['nadamw_a', 'digits'] / times.loc['nadamw_b', 'digits'])
+
+
+@pytest.mark.parametrize('extra, fragment', [
+    (['--submission_directory=/nonexistent/logs'], '--submission_directory=/nonexistent/logs: directory not found'),
+    (['--workload_targets=/nonexistent/t.json'], '--workload_targets=/nonexistent/t.json: file not found'),
+    (['--held_out_workloads=/nonexistent/h.json'], '--held_out_workloads=/nonexistent/h.json: file not found'),
+    (['--reference_submission=nobody'], '--reference_submission=nobody: not among the scored submissions'),
+])
+def test_bad_input_one_line_exit_2(tmp_path, runner_tree, capsys, extra, fragment):
+    argv = ['score', f'--submission_directory={runner_tree}', f'--output_dir={tmp_path / "o"}', '--no_plots',
+            '--self_tuning_ruleset']
+    argv = [a for a in argv if not any(a.startswith(e.split('=')[0] + '=') for e in extra)] + extra
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and fragment in err
+
+
+def test_malformed_targets_file_names_field(tmp_path, runner_tree, capsys):
+    bad = tmp_path / 'bad.json'
+    bad.write_text(json.dumps({'workloads': {'digits': {'target_metric_name': 'accuracy'}}}))
+    argv = ['score', f'--submission_directory={runner_tree}', f'--output_dir={tmp_path / "o"}',
+            f'--workload_targets={bad}']
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and 'workloads.digits: missing "validation_target_value"' in err
+
+
+def test_scoring_imports_without_torch():
+    import subprocess
+    import sys
+
+    code = ('import sys; import scoring.cli, scoring.score, scoring.report, scoring.targets as t; '
+            't.from_specs(); assert "torch" not in sys.modules and "matplotlib" not in sys.modules; print("ok")')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == 'ok', proc.stderr
+
+
+def test_malformed_csv_error_names_the_real_line(tmp_path):
+    from scoring.logs import LogFormatError, read_eval_csv
+
+    path = tmp_path / 'eval_measurements.csv'
+    path.write_text('a,b\n1,2\n\n\n3,4,5\n')
+    with pytest.raises(LogFormatError, match=r'eval_measurements.csv: line 5 has 3 fields, the header has 2'):
+        read_eval_csv(str(path))
+
+
+def test_trials_are_read_in_numeric_order(tmp_path):
+    from scoring.logs import load_tree
+
+    for k in (10, 2, 1):
+        d = tmp_path / 'sub' / 'study_0' / 'mnist_pytorch' / f'trial_{k}'
+        d.mkdir(parents=True)
+        (d / 'eval_measurements.csv').write_text('score,validation/accuracy\n1.0,0.5\n')
+    tree, _ = load_tree(str(tmp_path))
+    assert [t.trial for t in tree['sub']] == ['trial_1', 'trial_2', 'trial_10']
