@@ -12,7 +12,7 @@ into one deterministic archive (paths relative to --out_dir):
     held_out_workloads_algoperf_v05.json  byte copy of upstream's held-out list
 
     python scripts/make_scoring_extract.py \
-        [--logs_dir /work/shared/algoperf_logs] [--out_dir tests/scoring/data]
+        [--logs_dir ../shared/algoperf_logs] [--out_dir tests/scoring/data]
 
 What is kept, and why each cut leaves every score and every time-to-target unchanged:
   * Directories: only `<workload>_<jax|pytorch>` dirs of scored workloads (the base and
@@ -219,7 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
     parser.add_argument(
         '--logs_dir',
-        default='/work/shared/algoperf_logs',
+        default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..', 'shared',
+                             'algoperf_logs'),
         help='holds algoperf_v05/ and targets/ (upstream submissions_algorithms logs)',
     )
     parser.add_argument('--out_dir', default=os.path.join(_REPO, 'tests', 'scoring', 'data'))

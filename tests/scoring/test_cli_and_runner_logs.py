@@ -2,6 +2,8 @@
 
 import json
 import math
+import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -142,3 +144,20 @@ def test_trials_are_read_in_numeric_order(tmp_path):
         (d / 'eval_measurements.csv').write_text('score,validation/accuracy\n1.0,0.5\n')
     tree, _ = load_tree(str(tmp_path))
     assert [t.trial for t in tree['sub']] == ['trial_1', 'trial_2', 'trial_10']
+
+
+V06 = Path(os.environ.get('ALGOPERF_LOGS_DIR', Path(__file__).resolve().parents[3] / 'shared' / 'algoperf_logs'))
+
+
+@pytest.mark.parametrize('ruleset', ['external_tuning', 'self_tuning'])
+def test_v06_trees_score_without_error(tmp_path, ruleset, capsys):
+    tree = V06 / 'algoperf_v06' / ruleset
+    if not tree.is_dir():
+        pytest.skip(f'{tree} not present (the full logs are not shipped)')
+    flags = ['--self_tuning_ruleset'] if ruleset == 'self_tuning' else []
+    for targets_flag in ([], [f'--workload_targets={V06 / "targets" / "workload_targets_v06_leaderboard_8workloads.json"}']):
+        out = tmp_path / f'out{len(targets_flag)}'
+        assert cli.main(['score', f'--submission_directory={tree}', f'--output_dir={out}', '--no_plots',
+                         *flags, *targets_flag]) == 0
+        scores = pd.read_csv(out / 'scores.csv', index_col=0)['score']
+        assert len(scores) >= 1 and scores.between(0, 1).all() and scores.max() > 0

@@ -21,9 +21,9 @@ ARCHIVE = DATA / 'algoperf_v05_extract.tar.gz'
 TARGETS_JSON = DATA / 'workload_targets_v05.json'
 HELD_OUT_JSON = DATA / 'held_out_workloads_algoperf_v05.json'
 # The full logs (upstream's submissions_algorithms logs, ~140 MB); most users do not have them.
-REAL_LOGS = (
-    pathlib.Path(os.environ.get('ALGOPERF_LOGS_DIR', '/work/shared/algoperf_logs')) / 'algoperf_v05'
-)
+# Default: the `shared/` folder beside this checkout (where CI has it).
+_DEFAULT_LOGS = pathlib.Path(__file__).resolve().parents[3] / 'shared' / 'algoperf_logs'
+REAL_LOGS = pathlib.Path(os.environ.get('ALGOPERF_LOGS_DIR', _DEFAULT_LOGS)) / 'algoperf_v05'
 
 RULESETS = {'external_tuning': False, 'self_tuning': True}  # ruleset -> self_tuning flag
 # v0.5 ran 5 studies per workload (the scorer's default of 3 is upstream's later value).
