@@ -1,4 +1,4 @@
-"""Command line: `algoperf run | list | score` (also `python -m algoperf ...`).
+"""Command line: `algoperf run | list | score | profile` (also `python -m algoperf ...`).
 
 `run` takes upstream `submission_runner.py` flags with absl syntax:
 `--flag=value`, `--flag value`, `--flag` / `--noflag` for booleans. Calling
@@ -110,7 +110,41 @@ def build_parser() -> argparse.ArgumentParser:
     _run_parser(sub)
     _list_parser(sub)
     sub.add_parser('score', add_help=False, help='Score log trees (time-to-target, profiles, benchmark scores).')
+    _profile_parser(sub)
     return parser
+
+
+def _profile_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser('profile', help="Where a workload's step time goes, phase by phase.",
+                       description="Per-phase step-time breakdown of a submission on a workload (profiling mode "
+                                   "synchronises at phase boundaries; timed trials never do).")
+    p.add_argument('--workload', required=True, help='Registered workload name.')
+    p.add_argument('--submission', '--submission_path', dest='submission', required=True,
+                   help='Submission .py file.')
+    p.add_argument('--data', default='synthetic', help="'synthetic' (no dataset needed) or a data directory.")
+    p.add_argument('--steps', type=int, default=50, help='Measured steps (default 50).')
+    p.add_argument('--warmup', type=int, default=5, help='Steps run first and left out (default 5).')
+    p.add_argument('--trace', help='Also write a Chrome trace (torch.profiler) of the measured steps here.')
+    p.add_argument('--output_dir', default='profile', help='Where profile.json and profile.png go.')
+    p.add_argument('--batch_size', type=int, help="Global batch size (default: the submission's).")
+    p.add_argument('--tuning_search_space', help='Use the first point of this search space (default: self-tuning).')
+    p.add_argument('--rng_seed', type=int, default=0)
+    p.add_argument('--no_eval', action='store_true', help='Skip timing one full eval.')
+    p.add_argument('--torch_compile', action='store_true', help="Compile where upstream does (off by default here).")
+    p.add_argument('--device', choices=['cpu', 'cuda'], help='Default: cuda when available.')
+    return p
+
+
+def _cmd_profile(args) -> int:
+    from algoperf import profiling
+
+    report = profiling.profile_workload(
+        args.workload, args.submission, data=args.data, steps=args.steps, warmup=args.warmup, trace=args.trace,
+        output_dir=args.output_dir, global_batch_size=args.batch_size, tuning_search_space=args.tuning_search_space,
+        rng_seed=args.rng_seed, run_eval=not args.no_eval, torch_compile=args.torch_compile, device=args.device)
+    print(profiling.format_table(report))
+    print(f'Wrote {args.output_dir}/profile.json and profile.png' + (f'; trace {args.trace}' if args.trace else ''))
+    return 0
 
 
 def _cmd_list(args) -> int:
@@ -192,6 +226,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == 'list':
             return _cmd_list(args)
+        if args.command == 'profile':
+            return _cmd_profile(args)
         return _cmd_run(args)
     except BrokenPipeError:
         # `algoperf list | head`: the reader left; exit quietly like other CLI tools.
@@ -208,6 +244,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         user_errors = (UnknownWorkloadError, WorkloadNotAvailableError, SearchSpaceError, SubmissionError,
                        FileNotFoundError, NotADirectoryError)
+        if args.command == 'profile' and isinstance(e, (ValueError, NotImplementedError)):
+            user_errors = user_errors + (ValueError, NotImplementedError)
         if isinstance(e, user_errors):
             print(f'algoperf {args.command}: error: {e}', file=sys.stderr)
             return 2

@@ -10,6 +10,7 @@ they must not change.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, List, Union
 
 import numpy as np
@@ -31,15 +32,31 @@ def _signed_to_unsigned(seed: SeedType) -> SeedType:
     raise TypeError(f'Unsupported seed type {type(seed).__name__}: {seed!r}')
 
 
+_local = threading.local()
+
+
+def _seeded(seed: SeedType) -> np.random.RandomState:
+    """A RandomState seeded exactly like `RandomState(seed)`, without building one.
+
+    Constructing a RandomState costs ~230 us here (it also draws OS entropy first);
+    reseeding a reused one runs the same legacy MT19937 seeding in ~12 us and yields the
+    same stream. The runner derives keys twice per step (fold_in + split), on the clock,
+    so this cuts ~0.45 ms from every step. One generator per thread keeps it thread-safe.
+    """
+    rng = getattr(_local, 'rng', None)
+    if rng is None:
+        rng = _local.rng = np.random.RandomState()
+    rng.seed(_signed_to_unsigned(seed))
+    return rng
+
+
 def _fold_in(seed: SeedType, data: Any) -> List[Any]:
-    rng = np.random.RandomState(seed=_signed_to_unsigned(seed))
-    new_seed = rng.randint(MIN_UINT32, MAX_UINT32, dtype=np.uint32)
+    new_seed = _seeded(seed).randint(MIN_UINT32, MAX_UINT32, dtype=np.uint32)
     return [new_seed, data]
 
 
 def _split(seed: SeedType, num: int = 2) -> np.ndarray:
-    rng = np.random.RandomState(seed=_signed_to_unsigned(seed))
-    return rng.randint(MIN_UINT32, MAX_UINT32, dtype=np.uint32, size=[num, 2])
+    return _seeded(seed).randint(MIN_UINT32, MAX_UINT32, dtype=np.uint32, size=[num, 2])
 
 
 def _PRNGKey(seed: SeedType) -> np.ndarray:  # noqa: N802 (upstream name)

@@ -114,5 +114,14 @@ class SpecWorkload(spec.Workload):
         return sorted(set(super().__dir__()) | set(self.workload_spec.extra))
 
     # Ours --------------------------------------------------------------------------------------
+    def _build_synthetic_input_queue(self, data_rng: spec.RandomState, split: str, global_batch_size: int):
+        """Endless batches with this workload's exact keys, shapes and dtypes, made on the device.
+
+        The contract every workload implements so that `algoperf profile --data synthetic`
+        runs without the dataset: same dict as `_build_input_queue` (per-device slice under
+        DDP), random values, no host work or copies per batch after the first.
+        """
+        raise NotImplementedError(f'{self.workload_spec.name} has no synthetic data source yet.')
+
     def validate_data_dir(self, data_dir: str) -> None:
         """Raise FileNotFoundError naming what is missing (before any log is written)."""

@@ -15,6 +15,7 @@ number of examples, as upstream.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from typing import Dict, Iterator, Optional, Tuple
 
@@ -69,6 +70,9 @@ class InMemoryClassificationWorkload(SpecWorkload):
 
     # Seed of the fixed permutation that picks the eval_train subset.
     _EVAL_TRAIN_SEED = 0
+    # Per-example input shape and number of classes (for synthetic batches).
+    input_shape: Tuple[int, ...] = ()
+    num_classes: int = 10
 
     def __init__(self, runtime=None, **kwargs) -> None:
         super().__init__(runtime=runtime, **kwargs)
@@ -142,6 +146,24 @@ class InMemoryClassificationWorkload(SpecWorkload):
                 }
             if not repeat:
                 return
+
+    def _build_synthetic_input_queue(self, data_rng: spec.RandomState, split: str,
+                                     global_batch_size: int) -> Iterator[Dict[str, spec.Tensor]]:
+        """Standard-normal inputs and uniform labels made on the device; 4 batches cycled,
+        so data selection costs what an ideal input pipeline would (nothing)."""
+        per_device = global_batch_size // self.runtime.world_size
+        device = self.runtime.device
+        gen = torch.Generator(device=device).manual_seed(int(data_rng[0]) + self.runtime.rank)
+        pool = []
+        for _ in range(4):
+            batch = {
+                'inputs': torch.randn((per_device, *self.input_shape), generator=gen, device=device),
+                'targets': torch.randint(0, self.num_classes, (per_device,), generator=gen, device=device),
+            }
+            if split != 'train':
+                batch['weights'] = torch.ones(per_device, device=device)
+            pool.append(batch)
+        return itertools.cycle(pool)
 
     # ---- model ---------------------------------------------------------------------------------
     def init_model_fn(self, rng: spec.RandomState) -> spec.ModelInitState:

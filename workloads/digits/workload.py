@@ -49,6 +49,7 @@ class _Model(nn.Module):
 
 
 class DigitsWorkload(InMemoryClassificationWorkload):
+    input_shape = (1, 8, 8)
     workload_spec = DIGITS
 
     def _load_split(self, split: str, data_dir: str):

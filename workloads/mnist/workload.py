@@ -39,6 +39,7 @@ class _Model(nn.Module):
 
 
 class MnistWorkload(InMemoryClassificationWorkload):
+    input_shape = (1, 28, 28)
     workload_spec = MNIST
 
     def validate_data_dir(self, data_dir: str) -> None:
