@@ -24,9 +24,10 @@ GPU by default) and frees them before returning.
 from __future__ import annotations
 
 import contextlib
+import functools
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -66,7 +67,9 @@ KERNELS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]] =
 }
 
 
-def allocate(device: torch.device | str, nbytes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def allocate(
+    device: torch.device | str, nbytes: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The three float32 STREAM arrays, each ``nbytes`` (rounded down to 4 bytes), filled.
 
     Filling with torch ops first-touches every page from the intra-op threads that will
@@ -104,7 +107,9 @@ def _time_cuda(fn: Callable[[], None]) -> float:
     return start.elapsed_time(end) / 1e3
 
 
-def probe(device: torch.device | str = 'cpu', nbytes: int | None = None, repeats: int | None = None) -> dict:
+def probe(
+    device: torch.device | str = 'cpu', nbytes: int | None = None, repeats: int | None = None
+) -> dict:
     """Measures streaming copy and triad bandwidth on ``device``.
 
     Args:
@@ -142,7 +147,7 @@ def probe(device: torch.device | str = 'cpu', nbytes: int | None = None, repeats
         arrays = allocate(dev, nbytes)
         try:
             for name, kernel in KERNELS.items():
-                run = lambda kernel=kernel: kernel(*arrays)  # noqa: E731
+                run = functools.partial(kernel, *arrays)
                 for _ in range(WARMUP):
                     timer(run)
                 times = [timer(run) for _ in range(repeats)]
@@ -165,4 +170,3 @@ def streaming_gbps(result: dict) -> float:
     bandwidth" is then never flattered by the slower of copy and triad.
     """
     return max(result[f'{name}_gbps'] for name in KERNELS)
-

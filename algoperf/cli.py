@@ -1,4 +1,4 @@
-"""Command line: `algoperf run | list | score | profile` (also `python -m algoperf ...`).
+"""Command line: `algoperf run | list | score | profile | bench` (also `python -m algoperf ...`).
 
 `run` takes upstream `submission_runner.py` flags with absl syntax:
 `--flag=value`, `--flag value`, `--flag` / `--noflag` for booleans. Calling
@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     _list_parser(sub)
     sub.add_parser('score', add_help=False, help='Score log trees (time-to-target, profiles, benchmark scores).')
     _profile_parser(sub)
+    sub.add_parser('bench', add_help=False,
+                   help='Run benchmark suites; regenerate their sections of benchmarks/RESULTS.md.')
     return parser
 
 
@@ -213,6 +215,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].startswith('--') and argv[0] not in ('--help', '-h'):
         argv = ['run'] + argv  # Upstream-style invocation without a subcommand.
+    if argv and argv[0] == 'bench':
+        # Runs pytest-benchmark suites from a checkout; parses its own flags.
+        from algoperf.bench import main as bench_main
+
+        return bench_main(argv[1:])
     if argv and argv[0] == 'score':
         # Scoring is its own package (numpy/pandas only); it parses its own flags.
         from scoring.cli import main as score_main

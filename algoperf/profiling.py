@@ -247,7 +247,7 @@ def plot(report: Dict[str, Any], path_png: str) -> None:
     ax.set_xlabel('ms per step')
     ax.set_title(f'{report["workload"]}: {1e3 * report["step"]["mean"]:.2f} ms/step '
                  f'({report["examples_per_second"]:,.0f} examples/s)')
-    ax.legend(fontsize=8, frameon=False)
+    ax.legend(fontsize=8, frameon=False, loc='lower right')
     fig.tight_layout()
     fig.savefig(path_png)
 

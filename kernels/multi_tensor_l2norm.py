@@ -104,14 +104,21 @@ def _register_custom_op() -> None:
         return total, total.new_empty(len(tensors) if per_tensor else 0)
 
 
-# Called for real, not traced, by torch.compile, which bakes the answer into the graph:
-# the first call can import kernels._C and register the custom op from inside a trace.
-@torch.compiler.assume_constant_result
+# Set once an eager call has loaded kernels._C and registered the custom op. Under
+# torch.compile the dispatch only reads this flag (dynamo guards on it) instead of loading
+# anything inside a trace; a compiled call made before any eager call takes the reference.
+# (Decorating with torch.compiler.assume_constant_result would import dynamo and inductor,
+# which set TORCHINDUCTOR_CACHE_DIR, at `import kernels`: an import side effect.)
+_EXT_READY = False
+
+
 def _ext_ready() -> bool:
     """Loads ``kernels._C`` and registers the custom op on first use; True if both worked."""
+    global _EXT_READY
     if _ext.load_ext() is None:
         return False
     _register_custom_op()
+    _EXT_READY = True
     return True
 
 
@@ -127,7 +134,7 @@ def _eligible_ext(tensors: list[torch.Tensor]) -> bool:
         bool(tensors)
         and isinstance(tensors[0], torch.Tensor)
         and tensors[0].is_cpu
-        and _ext_ready()
+        and (_EXT_READY if torch.compiler.is_compiling() else _ext_ready())
     )
 
 

@@ -16,6 +16,9 @@ Providers:
     torch_vector_norm_loop: upstream's baseline,
         ``torch.norm(torch.stack([torch.norm(g) for g in grads]))``.
 
+Peer (the report's "vs" column): ``torch_vector_norm_loop``, upstream's baseline. Bytes
+moved: 4 per element (one fp32 read), for the report's GB/s and % of streaming bandwidth.
+
 Parameter sets, one benchmark group each so the table shows the ratio between providers:
     resnet50: the 161 fp32 parameter tensors of torchvision's ResNet-50 (25,557,032
         elements, ~102 MB): bandwidth-bound, dominated by a few 1-2.4M-element tensors.
@@ -25,6 +28,7 @@ Parameter sets, one benchmark group each so the table shows the ratio between pr
 
 import pytest
 import torch
+from _harness import record_bytes_moved, rounds
 
 from kernels import ext_available, multi_tensor_l2norm, multi_tensor_l2norm_reference
 
@@ -91,11 +95,14 @@ def test_multi_tensor_l2norm(benchmark, grads, provider):
         numel=sum(t.numel() for t in tensors),
         dtype='float32',
         torch_num_threads=torch.get_num_threads(),
+        peer='torch_vector_norm_loop',
     )
     benchmark.pedantic(
         PROVIDERS[provider],
         args=(tensors,),
-        rounds=ROUNDS[name],
+        rounds=rounds(ROUNDS[name]),
         warmup_rounds=WARMUP_ROUNDS,
         iterations=1,
     )
+    # A norm reads every fp32 element once and writes a scalar: 4 bytes per element.
+    record_bytes_moved(benchmark, 4 * benchmark.extra_info['numel'], 'cpu')

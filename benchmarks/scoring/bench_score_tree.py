@@ -5,7 +5,9 @@ files) when `../shared/algoperf_logs` (or $ALGOPERF_LOGS_DIR) exists; otherwise 
 compact extract shipped with the tests. Both providers then run the same scoring rules,
 so the ratio isolates the loading strategy; both must give identical scores.
 
-    python -m pytest benchmarks/scoring/bench_score_tree.py --benchmark-json=benchmarks/results/<name>.json
+    python -m algoperf bench --suite score_tree
+
+Peer (the report's "vs" column): ``upstream_pandas_read_csv``.
 """
 
 import os
@@ -13,6 +15,7 @@ import tarfile
 
 import pandas as pd
 import pytest
+from _harness import rounds
 
 from scoring import logs, score, targets
 
@@ -50,7 +53,8 @@ def test_score_v05_external_tree(benchmark, provider, tree_dir, v05_targets, mon
         monkeypatch.setattr(logs, 'read_eval_csv', _pandas_read)
     benchmark.group = 'score v0.5 external tree'
     benchmark.extra_info['tree'] = 'real' if tree_dir == REAL else 'extract'
+    benchmark.extra_info['peer'] = 'upstream_pandas_read_csv'
     result = benchmark.pedantic(lambda: score.score_tree(tree_dir, v05_targets, num_studies=5),
-                                rounds=3, warmup_rounds=1)
+                                rounds=rounds(3), warmup_rounds=1)
     assert round(result.scores['shampoo_submission'], 4) == 0.7784
     assert round(result.scores['lawa_ema'], 4) == 0.3384
