@@ -46,7 +46,12 @@ def _extension_config():
     # No -std flag: BuildExtension appends the standard the installed torch's headers need
     # (c++17 on older releases, c++20 on torch 2.13). Forcing c++17 on 2.13 compiles, but with
     # -Wc++20-extensions warnings from c10/core/AutogradState.h. csrc/ itself is C++17.
-    extra_compile_args = {'cxx': ['-O3']}
+    # -fopenmp: ATen's at::parallel_for runs the chunk loop on the OpenMP pool only when the
+    # extension itself is built with OpenMP; without it every kernel ran on one thread
+    # (AdamW at 10M fp32 params: 15.6 ms -> 7.6 ms on 2 cores). At run time the process keeps
+    # using the OpenMP runtime torch already loaded.
+    extra_compile_args = {'cxx': ['-O3', '-fopenmp']}
+    extra_link_args = ['-fopenmp']
     if cuda_sources and has_nvcc:
         # -lineinfo maps SASS back to source lines in Nsight Compute at no runtime cost.
         extra_compile_args['nvcc'] = ['-O3', '-lineinfo']
@@ -55,12 +60,14 @@ def _extension_config():
             sources=sources + cuda_sources,
             define_macros=[('WITH_CUDA', None)],
             extra_compile_args=extra_compile_args,
+            extra_link_args=extra_link_args,
         )
     else:
         extension = cpp_extension.CppExtension(
             name='kernels._C',
             sources=sources,
             extra_compile_args=extra_compile_args,
+            extra_link_args=extra_link_args,
         )
 
     class OptionalBuildExtension(cpp_extension.BuildExtension):

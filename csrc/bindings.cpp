@@ -11,9 +11,35 @@
 
 std::tuple<at::Tensor, at::Tensor> multi_tensor_l2norm_cpu(std::vector<at::Tensor> tensors,
                                                            bool per_tensor);
+void fused_adam_cpu(std::vector<at::Tensor> params, std::vector<at::Tensor> grads,
+                    std::vector<at::Tensor> exp_avgs, std::vector<at::Tensor> exp_avg_sqs,
+                    int64_t step, double lr, double beta1, double beta2, double eps,
+                    double weight_decay, bool nesterov);
+void fused_sgd_cpu(std::vector<at::Tensor> params, std::vector<at::Tensor> grads,
+                   std::vector<at::Tensor> momentum_buffers, double lr, double momentum,
+                   double dampening, double weight_decay, bool nesterov, bool first_step);
+void fused_schedule_free_adamw_cpu(std::vector<at::Tensor> params, std::vector<at::Tensor> grads,
+                                   std::vector<at::Tensor> zs, std::vector<at::Tensor> exp_avg_sqs,
+                                   double lr, double ckp1, double adaptive_y_lr, double beta2,
+                                   double bias_correction2, double eps, double weight_decay);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("multi_tensor_l2norm", &multi_tensor_l2norm_cpu,
         "(total, per_tensor) fp32 L2 norms of a list of CPU tensors, accumulated in fp64.",
         py::arg("tensors"), py::arg("per_tensor"), py::call_guard<py::gil_scoped_release>());
+  m.def("adam_", &fused_adam_cpu,
+        "In-place AdamW (NAdamW if nesterov) step over lists of contiguous CPU tensors.",
+        py::arg("params"), py::arg("grads"), py::arg("exp_avgs"), py::arg("exp_avg_sqs"),
+        py::arg("step"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
+        py::arg("weight_decay"), py::arg("nesterov"), py::call_guard<py::gil_scoped_release>());
+  m.def("sgd_", &fused_sgd_cpu,
+        "In-place torch.optim.SGD step over lists of contiguous CPU tensors.", py::arg("params"),
+        py::arg("grads"), py::arg("momentum_buffers"), py::arg("lr"), py::arg("momentum"),
+        py::arg("dampening"), py::arg("weight_decay"), py::arg("nesterov"), py::arg("first_step"),
+        py::call_guard<py::gil_scoped_release>());
+  m.def("schedule_free_adamw_", &fused_schedule_free_adamw_cpu,
+        "In-place Schedule-Free AdamW step (train mode, p holds y) over contiguous CPU tensors.",
+        py::arg("params"), py::arg("grads"), py::arg("zs"), py::arg("exp_avg_sqs"), py::arg("lr"),
+        py::arg("ckp1"), py::arg("adaptive_y_lr"), py::arg("beta2"), py::arg("bias_correction2"),
+        py::arg("eps"), py::arg("weight_decay"), py::call_guard<py::gil_scoped_release>());
 }

@@ -52,8 +52,39 @@ _OPTIMIZER_TRAJECTORY = {
     torch.float64: {'rtol': 1e-10, 'atol': 1e-13},
 }
 
+# Fused optimizer updates (kernels/fused_optim.py): two implementations of one update
+# formula that round differently, after 100 steps at lr 1e-2 on randn-initialised params
+# (|p| < 8), keyed by the param dtype; optimizer state is fp32 and takes the fp32 entry.
+# Uses: a fast path vs the reference as written (torch's CPU sqrt is one ulp off in ~20%
+# of fp32 results where the C++ kernels use the IEEE instruction; a GPU kernel or an
+# aarch64 build contracts into FMAs) and the references vs the optimizers they reduce to
+# (torch.optim's FMAs, lerp and addcdiv; schedulefree's lerp). On x86-64 the C++ kernels
+# equal the reference with an IEEE sqrt bit for bit, and tests assert rtol=0, atol=0 there.
+_FUSED_OPTIM = {
+    # A sub-ulp difference in an update makes the fp32 param round the other way (by one
+    # ulp) with probability ~|difference| / ulp(p) per step, so over 100 steps a param
+    # random-walks a few ulps; state that feeds back (Schedule-Free's z) likewise.
+    # Measured maxima: 4.8e-7 (4 ulps in [1, 2)) for the C++ path vs the reference on
+    # 278011 elements, 9.5e-7 for sgd_reference vs torch.optim.SGD with dampening. 32 ulps
+    # of 1.0 (2**-18 ~ 3.8e-6) as rtol and atol gives 4x headroom; atol also covers
+    # entries that shrank towards zero after their error accumulated.
+    torch.float32: {'rtol': 2.0**-18, 'atol': 2.0**-18},
+    # 16-bit params are rounded to their dtype after every step by both implementations,
+    # at the same point, so sub-ulp fp32 differences vanish except where the two fp32
+    # results straddle a rounding boundary (~lr * 2**-23 / ulp(p) per element and step:
+    # 1-7 of 278011 elements over 100 steps, measured). Such a param is then exactly one
+    # ulp off, and later steps move both copies alike, so the gap stays one ulp of the
+    # magnitude it had when it arose, while |p| may shrink (measured: 2 ulps at the new
+    # magnitude). rtol = one ulp (2**-7), atol = one ulp of |p| in [4, 8) (2**-5).
+    torch.bfloat16: {'rtol': 2.0**-7, 'atol': 2.0**-5},
+    # Same argument with fp16's 11-bit significand: one ulp is 2**-10 relative, 2**-8 in
+    # [4, 8); fp16 subnormal steps (2**-24) are far below that.
+    torch.float16: {'rtol': 2.0**-10, 'atol': 2.0**-8},
+}
+
 TOLERANCES: dict[str, dict[torch.dtype, dict[str, float]]] = {
     'fp64_accum_norm': _FP64_ACCUM_TO_FP32,
+    'fused_optim': _FUSED_OPTIM,
     'optimizer_trajectory': _OPTIMIZER_TRAJECTORY,
 }
 
@@ -74,3 +105,44 @@ def tolerance(kind: str, dtype: torch.dtype) -> dict[str, float]:
     except KeyError:
         known = {k: [str(d) for d in v] for k, v in TOLERANCES.items()}
         raise KeyError(f'no tolerance for ({kind!r}, {dtype}); defined: {known}') from None
+
+
+# kernels/triton_optim.py vs the per-tensor references in tests/kernels/test_triton_optim.py:
+# 6 steps of AdamW/NAdamW, SGD and Schedule-Free on O(1) params (|p| <= ~4, randn) with
+# lr <= 5e-2, in the Triton interpreter (CPU) and compiled on CUDA. Keyed by PARAM dtype.
+#
+# Params. fp32: the kernel and the reference run the same fp32 ops except that the kernel
+# forms the decay factor 1 - lr*wd in fp32 from the device lr (the reference in float64,
+# rounded once), and on CUDA Triton contracts mul+add pairs into FMAs; each is a few ulps
+# of a term per step. Measured in the interpreter: <= 2.4e-7 absolute (1 ulp at |p| ~ 3);
+# the 'optimizer_trajectory' numbers (rtol=1e-5, atol=1e-6) leave >= 4x headroom.
+# bf16/fp16: the fp32 result is rounded to nearest even on both paths, so the stored
+# params agree unless the fp32 values straddle a rounding midpoint; such a flip is one
+# ulp of the param dtype (<= 2**-7 relative for bf16, 2**-10 for fp16) and persists but
+# does not grow (the updates depend on p only through weight decay and SF's lerp, which
+# shrinks it). Measured bit-exact in the interpreter; rtol admits one flip, atol=1e-6
+# only covers values that round to or from zero.
+_TRITON_OPTIM_PARAMS = {
+    torch.float32: {'rtol': 1e-5, 'atol': 1e-6},
+    torch.bfloat16: {'rtol': 2.0**-7, 'atol': 1e-6},
+    torch.float16: {'rtol': 2.0**-10, 'atol': 1e-6},
+}
+# fp32 state (m, v, momentum buffer, z). With fp32 params it sees the same few-ulp
+# differences as above (measured <= 1.2e-7). With bf16/fp16 params a one-ulp flip of p
+# (<= 2**-7 * 4 = 0.03 for bf16) enters the state only through weight decay: SGD's buffer
+# gets wd * dp = 1.5e-4 per step (wd = 5e-3), <= 9e-4 over the 6 steps; SF's z gets
+# lr * wd * dy = 3e-5 per step. Hence atol=1e-3 for bf16 and 2**-3 of it for fp16 (whose
+# ulp is 8x smaller). Measured in the interpreter: <= 2.4e-7 (no flips there).
+_TRITON_OPTIM_STATE = {
+    torch.float32: {'rtol': 1e-5, 'atol': 1e-6},
+    torch.bfloat16: {'rtol': 1e-5, 'atol': 1e-3},
+    torch.float16: {'rtol': 1e-5, 'atol': 1.25e-4},
+}
+TOLERANCES['triton_optim_params'] = _TRITON_OPTIM_PARAMS
+TOLERANCES['triton_optim_state'] = _TRITON_OPTIM_STATE
+
+# Bit-for-bit: the same code path run twice on the same inputs (a resumed optimizer vs an
+# uninterrupted one; a 0-d tensor lr vs the same float). Any difference is a bug.
+TOLERANCES['bitwise'] = {
+    dtype: {'rtol': 0.0, 'atol': 0.0} for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+}

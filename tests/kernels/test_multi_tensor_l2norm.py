@@ -377,8 +377,7 @@ def test_import_has_no_side_effects():
         assert dict(os.environ) == env, 'environment changed'
         assert not logging.getLogger().handlers, 'logging configured'
         assert not hasattr(torch.ops.algoperf, 'multi_tensor_l2norm'), 'op registered'
-        assert sorted(kernels.__all__) == [
-            'ext_available', 'multi_tensor_l2norm', 'multi_tensor_l2norm_reference']
+        assert {'ext_available', 'multi_tensor_l2norm', 'multi_tensor_l2norm_reference'} <= set(kernels.__all__)
         """
     )
     result = subprocess.run(
