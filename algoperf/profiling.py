@@ -254,7 +254,7 @@ def plot(report: Dict[str, Any], path_png: str) -> None:
 
 def write_json(report: Dict[str, Any], path: str) -> None:
     with open(path, 'w') as f:
-        json.dump(report, f, indent=2, default=lambda o: None if isinstance(o, float) and math.isnan(o) else str(o))
+        json.dump(report, f, indent=2, default=str)  # str: e.g. torch.device values
 
 
 def profile_workload(workload_name: str, submission_path: str, data: str = 'synthetic', steps: int = 20,

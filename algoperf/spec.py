@@ -11,9 +11,12 @@ from __future__ import annotations
 import abc
 import enum
 import logging
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from algoperf.workload_spec import WorkloadKind, WorkloadSpec
+
+if TYPE_CHECKING:  # For the ParameterContainer annotation only; never imported at run time.
+    import torch
 
 __all__ = [
     'LossType',

@@ -11,6 +11,8 @@
 // in item order after the parallel region, so the result does not depend on the
 // number of threads or on how at::parallel_for splits the range.
 
+#include "float_bits.h"
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -83,17 +85,8 @@ C10_ALWAYS_INLINE double sum_squares(const scalar_t* x, int64_t n) {
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail;
 }
 
-C10_ALWAYS_INLINE float float_from_bits(uint32_t bits) {
-  float value;
-  std::memcpy(&value, &bits, sizeof(value));
-  return value;
-}
-
-C10_ALWAYS_INLINE uint32_t bits_from_float(float value) {
-  uint32_t bits;
-  std::memcpy(&bits, &value, sizeof(bits));
-  return bits;
-}
+using algoperf::bits_from_float;
+using algoperf::float_from_bits;
 
 // bf16 -> fp32 is a 16-bit shift; c10's conversion already vectorises.
 C10_ALWAYS_INLINE float widen_to_float(c10::BFloat16 x) { return static_cast<float>(x); }

@@ -51,11 +51,7 @@ def leaderboard_table(result: ScoreResult) -> str:
 
 def _trial_summary(trials: List[TrialLog], targets: Targets, workload: str, study: str) -> Dict:
     target = targets.get(workload)
-    chosen_index, chosen = None, None
-    for trial in trials:
-        index, _ = time_to_target.trial_time_to_target(trial, target)
-        if index is not None and (chosen_index is None or index < chosen_index):
-            chosen_index, chosen = index, trial
+    chosen, chosen_index, _ = time_to_target.select_trial(trials, target)
     row = {
         'workload': workload,
         'study': study,

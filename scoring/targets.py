@@ -81,15 +81,20 @@ def from_specs(held_out_workloads: tuple = ()) -> Targets:
     return Targets(by, BASE_WORKLOADS, tuple(held_out_workloads), 'workload specs (v0.6)')
 
 
-def from_json(path: str) -> Targets:
-    """Targets from an upstream-format targets JSON file."""
+def _load_json(path: str, flag: str):
+    """Decoded JSON, or TargetsError naming the flag (missing file) or the position (bad JSON)."""
     try:
         with open(path) as f:
-            raw = json.load(f)
+            return json.load(f)
     except FileNotFoundError as e:
-        raise TargetsError(f'--workload_targets={path}: file not found.') from e
+        raise TargetsError(f'--{flag}={path}: file not found.') from e
     except json.JSONDecodeError as e:
         raise TargetsError(f'{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}.') from e
+
+
+def from_json(path: str) -> Targets:
+    """Targets from an upstream-format targets JSON file."""
+    raw = _load_json(path, 'workload_targets')
     if not isinstance(raw, dict) or not isinstance(raw.get('workloads'), dict):
         raise TargetsError(f'{path}: expected an object with a "workloads" object.')
     by = {}
@@ -116,13 +121,7 @@ def from_json(path: str) -> Targets:
 
 def read_held_out(path: str) -> List[str]:
     """A held-out workloads JSON: a list of variant names (upstream's v0.5 file)."""
-    try:
-        with open(path) as f:
-            names = json.load(f)
-    except FileNotFoundError as e:
-        raise TargetsError(f'--held_out_workloads={path}: file not found.') from e
-    except json.JSONDecodeError as e:
-        raise TargetsError(f'{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}.') from e
+    names = _load_json(path, 'held_out_workloads')
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise TargetsError(f'{path}: expected a JSON list of workload names.')
     return names

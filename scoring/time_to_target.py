@@ -50,14 +50,21 @@ def trial_time_to_target(trial: TrialLog, target: Target, time_column: str = TIM
     return index, float(times[index])
 
 
-def study_time_to_target(trials: List[TrialLog], target: Target, time_column: str = TIME_COLUMN) -> float:
-    """Upstream's per-study rule: the reaching trial with the smallest eval index."""
-    best_index, best_time = None, math.inf
+def select_trial(trials: List[TrialLog], target: Target,
+                 time_column: str = TIME_COLUMN) -> Tuple[Optional[TrialLog], Optional[int], float]:
+    """Upstream's per-study rule: (trial, its first reaching eval index, its time) for the
+    reaching trial with the smallest eval index; (None, None, inf) if none reaches."""
+    best: Tuple[Optional[TrialLog], Optional[int], float] = (None, None, math.inf)
     for trial in trials:  # Directory order: the first trial wins ties.
         index, time = trial_time_to_target(trial, target, time_column)
-        if index is not None and (best_index is None or index < best_index):
-            best_index, best_time = index, time
-    return best_time
+        if index is not None and (best[1] is None or index < best[1]):
+            best = (trial, index, time)
+    return best
+
+
+def study_time_to_target(trials: List[TrialLog], target: Target, time_column: str = TIME_COLUMN) -> float:
+    """The study's time-to-target (inf if no trial reaches the target)."""
+    return select_trial(trials, target, time_column)[2]
 
 
 def group_by_workload_and_study(trials: Iterable[TrialLog]) -> Dict[str, Dict[str, List[TrialLog]]]:

@@ -1,7 +1,5 @@
 """Checkpoints: upstream keys, weights-only loading, restore of all state."""
 
-import pickle
-
 import pytest
 import torch
 

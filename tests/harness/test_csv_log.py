@@ -4,7 +4,6 @@ import io
 import math
 
 import pandas as pd
-import pytest
 
 from algoperf.csv_log import CsvLog
 

@@ -2,11 +2,11 @@
 
 from algoperf import spec
 from submissions.baselines.nadamw import submission as _baseline
-from submissions.baselines.nadamw.submission import (
+from submissions.baselines.nadamw.submission import (  # noqa: F401 (re-exported submission functions)
     data_selection,
     get_batch_size,
     init_optimizer_state,
-)  # noqa: F401
+)
 
 
 def update_params(
