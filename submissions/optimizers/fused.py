@@ -28,13 +28,40 @@ def _state_dtype(p: torch.Tensor) -> torch.dtype:
     return torch.float64 if p.dtype == torch.float64 else torch.float32
 
 
+class KeepsStateDtype(torch.optim.Optimizer):
+    """``load_state_dict`` that keeps each state tensor's saved dtype (fp32 for bf16 params).
+
+    torch.optim casts every floating state tensor to its parameter's dtype on load, which
+    would turn the fp32 moments of bf16/fp16 parameters into 16-bit ones after a resume.
+    Here tensors (also inside lists, as Shampoo's factors) only move to the param's device.
+    """
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        saved = state_dict['state']
+        super().load_state_dict(state_dict)
+        ids = [i for g in state_dict['param_groups'] for i in g['params']]
+        params = [p for g in self.param_groups for p in g['params']]
+        for pid, p in zip(ids, params):
+            for key, value in saved.get(pid, {}).items():
+                if key != 'step':
+                    self.state[p][key] = _to_device(value, p.device)
+
+
+def _to_device(value, device):
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, list):
+        return [_to_device(v, device) for v in value]
+    return value
+
+
 def _check_range(name: str, value, low: float, high: float = float('inf'), high_open: bool = False) -> None:
     value = float(value)
     if not low <= value or (value >= high if high_open else value > high):
         raise ValueError(f'Invalid {name}: {value}')
 
 
-class AdamW(torch.optim.Optimizer):
+class AdamW(KeepsStateDtype):
     """AdamW (or NAdamW with `nesterov=True`) with a fused multi-tensor update."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, nesterov: bool = False):
@@ -81,7 +108,7 @@ class AdamW(torch.optim.Optimizer):
         return loss
 
 
-class SGD(torch.optim.Optimizer):
+class SGD(KeepsStateDtype):
     """SGD with momentum / Nesterov (torch.optim.SGD semantics), fused multi-tensor update."""
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov: bool = False):

@@ -24,10 +24,10 @@ from __future__ import annotations
 import torch
 
 from kernels import fused_optim
-from submissions.optimizers.fused import _state_dtype
+from submissions.optimizers.fused import KeepsStateDtype, _state_dtype
 
 
-class AdamWScheduleFree(torch.optim.Optimizer):
+class AdamWScheduleFree(KeepsStateDtype):
     """Schedule-Free AdamW; call `.train()` before training steps and `.eval()` before evals."""
 
     def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, warmup_steps: int = 0,

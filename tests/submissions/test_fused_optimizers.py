@@ -140,3 +140,23 @@ def test_low_precision_params_keep_fp32_state(dtype):
     assert params[1].dtype == dtype
     assert opt.state[params[1]]['exp_avg'].dtype == torch.float32
     assert torch.isfinite(params[1]).all()
+
+
+@pytest.mark.parametrize('make', [
+    lambda ps: AdamW(ps, lr=1e-2),
+    lambda ps: SGD(ps, lr=1e-2, momentum=0.9),
+    lambda ps: AdamWScheduleFree(ps, lr=1e-2),
+])
+def test_bf16_params_keep_fp32_state_through_load_state_dict(make):
+    p = torch.randn(7, 3).bfloat16().requires_grad_()
+    opt = make([p])
+    getattr(opt, 'train', lambda: None)()
+    p.grad = torch.randn(7, 3).bfloat16()
+    opt.step()
+    q = p.detach().clone().requires_grad_()
+    opt2 = make([q])
+    opt2.load_state_dict(opt.state_dict())
+    for key, value in opt.state[p].items():
+        if key != 'step':
+            assert opt2.state[q][key].dtype == torch.float32, key
+            torch.testing.assert_close(opt2.state[q][key], value, rtol=0, atol=0)

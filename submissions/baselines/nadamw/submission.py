@@ -20,11 +20,11 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import torch
 import torch.distributed as dist
 import torch.distributed.nn as dist_nn
-from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 
 from algoperf import spec
 from kernels import multi_tensor_l2norm
 from submissions.optimizers.nadamw import NAdamW
+from submissions.optimizers.schedules import cosine_warmup_schedule
 
 _HPARAMS = collections.namedtuple(
     'Hyperparameters',
@@ -65,14 +65,6 @@ def _hparams(hyperparameters):
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def cosine_warmup_schedule(optimizer, step_hint: int, warmup_factor: float):
-    """Linear warmup over warmup_factor * step_hint steps, then cosine to 0 at step_hint."""
-    warmup_steps = int(warmup_factor * step_hint)
-    warmup = LinearLR(optimizer, start_factor=1e-10, end_factor=1.0, total_iters=warmup_steps)
-    cosine = CosineAnnealingLR(optimizer, T_max=max(step_hint - warmup_steps, 1))
-    return SequentialLR(optimizer, schedulers=[warmup, cosine], milestones=[warmup_steps])
 
 
 def init_optimizer_state(
