@@ -23,8 +23,10 @@ never-preconditioning instance for them) take the grafting update alone.
 Fast paths: every parameter whose update is exactly AdamW/NAdamW this step (grafting-only,
 or before start_preconditioning_step; Adam grafting, no momentum) is updated by one fused
 multi-tensor call (``kernels.fused_optim.adam_``). The roots of all factors of one size are
-computed as one batch (``kernels.matrix_root.matrix_inverse_root``: warm-started from the
-previous eigenvectors on CPU, batched Newton in Triton on CUDA, eigh as the fallback).
+computed as one batch (``kernels.matrix_root.matrix_inverse_root``: eigh on CPU, batched
+Newton in Triton on CUDA with eigh as the fallback; ``root_method='warm'`` reuses each
+factor's previous eigenvectors when it can certify the result, and backs off after a
+rejection).
 With ``distribute_roots=True`` under torch.distributed, each rank computes its share of the
 roots (balanced by n^3) and ``shampoo_distributed.all_gather_roots`` shares them, so the
 root cost per step falls with the number of ranks. A root that comes out non-finite is
@@ -92,7 +94,9 @@ class Shampoo(KeepsStateDtype):
             'max_preconditioner_dim': max_preconditioner_dim >= 1, 'precondition_frequency': precondition_frequency >= 1,
             'start_preconditioning_step': start_preconditioning_step >= precondition_frequency,
             'inv_root_override': inv_root_override >= 0, 'exponent_multiplier': exponent_multiplier > 0,
-            'grafting': grafting in _GRAFTING, 'grafting_beta2': 0 < grafting_beta2 <= 1,
+            'grafting': grafting in _GRAFTING,
+            # Adam grafting with beta2 = 1 never accumulates g^2 (v stays 0): use 'adagrad'.
+            'grafting_beta2': 0 < grafting_beta2 < 1 or (grafting != 'adam' and grafting_beta2 == 1),
             'grafting_epsilon': grafting_epsilon > 0,
         }  # fmt: skip
         bad = [name for name, ok in checks.items() if not ok]

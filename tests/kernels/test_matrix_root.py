@@ -157,7 +157,9 @@ def test_auto_method_per_device_and_root_order():
     A = spd(12, 10.0, batch=2)
     _, Q, stats, _ = mr.matrix_inverse_root(A, P, EPS)  # CPU without eigenvectors: eigh
     assert stats.eigh == 2 and Q is not None
-    _, _, stats, _ = mr.matrix_inverse_root(A, P, EPS, eigvecs=Q)  # CPU with them: warm
+    _, _, stats, _ = mr.matrix_inverse_root(A, P, EPS, eigvecs=Q)  # CPU never guesses warm
+    assert stats.eigh == 2 and stats.warm + stats.warm_rejections == 0
+    _, _, stats, _ = mr.matrix_inverse_root(A, P, EPS, method='warm', eigvecs=Q)
     assert stats.warm + stats.warm_rejections == 2
     _, _, stats, _ = mr.matrix_inverse_root(A, 2.5, EPS, method='newton')  # non-integer p
     assert stats.eigh == 2
@@ -176,3 +178,29 @@ def test_two_dimensional_input_keeps_its_shape():
     A = spd(9, 5.0)
     root, Q, _, rejected = mr.matrix_inverse_root(A, P, EPS)
     assert root.shape == (9, 9) and Q.shape == (9, 9) and rejected.shape == ()
+
+
+def test_failed_eigh_is_retried_in_fp64_then_reported_as_nan(monkeypatch):
+    A = spd(6, 10.0, batch=2)
+    real = torch.linalg.eigh
+    calls = []
+
+    def flaky(x):
+        calls.append(x.dtype)
+        if x.dtype == torch.float32:
+            raise torch.linalg.LinAlgError('simulated syevd failure')
+        return real(x)
+
+    monkeypatch.setattr(torch.linalg, 'eigh', flaky)
+    root, _ = mr.eigh_inverse_root(A, P, EPS)
+    monkeypatch.setattr(torch.linalg, 'eigh', real)
+    # fp64 eigenpairs rounded to fp32 before the root is formed: kappa = 10, ~1e-7 (measured 2e-7).
+    assert (mr.relative_error(root, A, P, EPS) <= 1e-6).all()
+    assert torch.float64 in calls
+
+    def broken(x):
+        raise torch.linalg.LinAlgError('simulated failure')
+
+    monkeypatch.setattr(torch.linalg, 'eigh', broken)
+    root, _ = mr.eigh_inverse_root(A, P, EPS)
+    assert torch.isnan(root).all()

@@ -237,7 +237,7 @@ def test_nonfinite_root_keeps_previous_root():
 # ---- state ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('root_method', ['eigh', 'auto'])
+@pytest.mark.parametrize('root_method', ['eigh', 'warm'])
 def test_state_dict_round_trip_continues_the_same_trajectory(root_method):
     kw = dict(
         lr=1e-2,
@@ -263,7 +263,7 @@ def test_state_dict_round_trip_continues_the_same_trajectory(root_method):
         _set_grads(b, step)
         opt_a.step()
         opt_b.step()
-    # eigh: the same ops in the same order, bit for bit. auto: the warm-start back-off is a
+    # eigh: the same ops in the same order, bit for bit. warm: the warm-start back-off is a
     # heuristic that is not checkpointed, so a resumed run may take eigh where the original
     # took the (certified, rtol 1e-4) warm path: roots then differ by <= 1e-4 relative,
     # and Adam grafting rescales each block to the same norm, so params differ by far less.
@@ -297,6 +297,8 @@ def test_bad_hyperparameters_name_the_field():
         Shampoo([torch.zeros(2, 2, requires_grad=True)], betas=(0.9, 1.5))
     with pytest.raises(ValueError, match='grafting'):
         Shampoo([torch.zeros(2, 2, requires_grad=True)], grafting='lion')
+    with pytest.raises(ValueError, match='grafting_beta2'):
+        Shampoo([torch.zeros(2, 2, requires_grad=True)], grafting='adam', grafting_beta2=1.0)
     with pytest.raises(ValueError, match='start_preconditioning_step'):
         Shampoo(
             [torch.zeros(2, 2, requires_grad=True)],
