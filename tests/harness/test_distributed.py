@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -78,3 +79,38 @@ def test_two_rank_gloo_ddp_matches_single_process(tmp_path):
         'result.json',
     ]
     assert 'Joined gloo process group: rank 0 of 2' in ddp.stderr
+
+
+def test_two_rank_gloo_shampoo_with_distributed_roots_matches_single_process(tmp_path):
+    # The entry's point 1 with roots every 5 steps, so 25 steps use 5 root updates, each
+    # split over the 2 ranks (distribute_roots is on under DDP) and all-gathered.
+    points = json.loads(pathlib.Path('submissions/shampoo/tuning_search_space.json').read_text())
+    space = tmp_path / 'space.json'
+    space.write_text(json.dumps([dict(points[0], precondition_frequency=5)]))
+    flags = [
+        f
+        if not f.startswith('--submission_path')
+        else '--submission_path=submissions/shampoo/submission.py'
+        for f in _flags(tmp_path, 'NAME')
+        if f != '--tuning_ruleset=self'
+    ] + ['--tuning_ruleset=external', f'--tuning_search_space={space}', '--num_tuning_trials=1']
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    runs = {}
+    for name, launcher in (
+        ('ddp', ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2']),
+        ('single', []),
+    ):
+        argv = [
+            sys.executable,
+            *launcher,
+            '-m',
+            'algoperf',
+            *[f.replace('NAME', name) for f in flags],
+        ]
+        runs[name] = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+        assert runs[name].returncode == 0, runs[name].stderr[-3000:]
+    _, ddp_row = _final_eval(tmp_path, 'ddp')
+    _, single_row = _final_eval(tmp_path, 'single')
+    assert ddp_row['global_step'] == single_row['global_step'] == 25
+    for key in ('train/loss', 'validation/loss', 'test/loss'):
+        assert ddp_row[key] == pytest.approx(single_row[key], rel=1e-4), key
