@@ -68,7 +68,17 @@ def _check_lengths(op: str, params: Tensors, **lists: Tensors) -> None:
             )
 
 
-def _check_step(op: str, step: int) -> None:
+def _check_step(op: str, step: int | torch.Tensor) -> None:
+    """Raises unless step >= 1. A CUDA step tensor (the capturable path) is not read: that
+    would synchronise, and the Triton kernel computes its bias corrections on the device."""
+    if isinstance(step, torch.Tensor):
+        if step.numel() != 1:
+            raise ValueError(
+                f'{op}: a step tensor must have one element; got shape {tuple(step.shape)}'
+            )
+        if step.is_cuda:
+            return
+        step = float(step)
     if step < 1:
         raise ValueError(f'{op}: step is {step}; expected >= 1')
 
@@ -123,6 +133,7 @@ def adam_reference(
     """
     _check_lengths('adam_', params, grads=grads, exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs)
     _check_step('adam_', step)
+    step = int(step)  # a step tensor is read here (a device sync for a CUDA one)
     lr, beta1, beta2 = float(lr), float(beta1), float(beta2)
     eps, weight_decay = float(eps), float(weight_decay)
     bias_correction1 = 1 - beta1**step
@@ -338,7 +349,7 @@ def adam_(
     exp_avgs: Tensors,
     exp_avg_sqs: Tensors,
     *,
-    step: int,
+    step: int | torch.Tensor,
     lr: Scalar,
     beta1: Scalar,
     beta2: Scalar,
@@ -348,8 +359,11 @@ def adam_(
 ) -> None:
     """One fused AdamW step (NAdamW if ``nesterov``), in place; see ``adam_reference``.
 
-    Args and Raises: as ``adam_reference``. On the C++ path the kernel raises TypeError or
-    ValueError, naming the list and index, for mismatched shapes or dtypes.
+    Args and Raises: as ``adam_reference``; ``step`` may also be a 1-element tensor. On
+    CUDA that is the capturable form: the Triton kernel derives the bias corrections from
+    it on the device, so the call never synchronises and a CUDA graph can replay it. On
+    the C++ path the kernel raises TypeError or ValueError, naming the list and index, for
+    mismatched shapes or dtypes.
     """
     _check_lengths('adam_', params, grads=grads, exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs)
     _check_step('adam_', step)

@@ -156,7 +156,7 @@ def _kernels(interpret: bool):
         p_ptrs, g_ptrs, m_ptrs, v_ptrs, numels, chunk_tensors, chunk_blocks, hyper_ptr,
         beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay,
         bias_correction1, bias_correction2,
-        PARAM_DTYPE: tl.constexpr, NESTEROV: tl.constexpr, ALIGNED: tl.constexpr,
+        PARAM_DTYPE: tl.constexpr, NESTEROV: tl.constexpr, DEVICE_BIAS: tl.constexpr, ALIGNED: tl.constexpr,
         SOFT_BF16: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
         pid = tl.program_id(0)
@@ -174,6 +174,9 @@ def _kernels(interpret: bool):
             v_ptr = tl.multiple_of(v_ptr, 16)
         offs = start + tl.arange(0, BLOCK)
         lr = tl.load(hyper_ptr)
+        if DEVICE_BIAS:  # capturable: the step's bias corrections live on the device too
+            bias_correction1 = tl.load(hyper_ptr + 1)
+            bias_correction2 = tl.load(hyper_ptr + 2)
         for variant in tl.static_range(2):
             if variant == 0:
                 mask = None
@@ -581,7 +584,10 @@ def adam_(
         grads: Same dtypes, shapes and strides as ``params``; read only.
         exp_avgs: fp32 first moments ``m``, updated in place.
         exp_avg_sqs: fp32 second moments ``v``, updated in place.
-        step: The 1-based step number, for the bias corrections (computed on the host).
+        step: The 1-based step number, for the bias corrections: an int (corrections
+            computed on the host) or a 1-element tensor on the params' device (capturable:
+            corrections computed there, no host sync, so a CUDA graph can replay the step
+            while the tensor is incremented in place).
         lr: Learning rate; a float or a 1-element tensor (read on the device, no sync).
         beta1: First-moment decay.
         beta2: Second-moment decay.
@@ -595,16 +601,30 @@ def adam_(
         TypeError, ValueError: Mismatched lists, dtypes, devices, shapes or strides.
     """
     b1, b2 = _host_scalar(beta1), _host_scalar(beta2)
-    step = int(step)
-    if step < 1:
-        raise ValueError(f'adam_: step must be >= 1; got {step}')
-    args = (
-        b1, 1.0 - b1, b2, 1.0 - b2, _host_scalar(eps), _host_scalar(weight_decay),
-        1.0 - b1**step, 1.0 - b2**step,
-    )  # fmt: skip
+    if isinstance(step, torch.Tensor):
+        # Capturable: 1 - beta**step on the device, in float64 (in fp32, 1 - 0.999**1 loses
+        # 4 digits to cancellation), rounded to fp32 once, as the host path rounds its double.
+        if step.numel() != 1:
+            raise ValueError(
+                f'adam_: a step tensor must have one element; got shape {tuple(step.shape)}'
+            )
+        t = (
+            step.detach()
+            .reshape(1)
+            .to(device=params[0].device if params else step.device, dtype=torch.float64)
+        )
+        bias = [1 - torch.pow(b1, t), 1 - torch.pow(b2, t)]
+        hyper, bc1, bc2, device_bias = (lr, *bias), 1.0, 1.0, True
+    else:
+        step = int(step)
+        if step < 1:
+            raise ValueError(f'adam_: step must be >= 1; got {step}')
+        hyper, bc1, bc2, device_bias = (lr,), 1.0 - b1**step, 1.0 - b2**step, False
+    args = (b1, 1.0 - b1, b2, 1.0 - b2, _host_scalar(eps), _host_scalar(weight_decay), bc1, bc2)
     _launch(
         'adam_', 'adam', ('params', 'grads', 'exp_avgs', 'exp_avg_sqs'),
-        (params, grads, exp_avgs, exp_avg_sqs), 2, (lr,), args, {'NESTEROV': bool(nesterov)},
+        (params, grads, exp_avgs, exp_avg_sqs), 2, hyper, args,
+        {'NESTEROV': bool(nesterov), 'DEVICE_BIAS': device_bias},
     )  # fmt: skip
 
 

@@ -6,6 +6,11 @@ reference otherwise; chosen per call). State is fp32 whatever the parameter dtyp
 (bf16/fp16 parameters keep fp32 moments), math is fp32.
 
   AdamW   decoupled weight decay; `nesterov=True` gives AlgoPerf's NAdamW baseline.
+          `capturable=True` keeps the step count on the params' device and never reads it on
+          the host, so on CUDA a step can be captured in a CUDA graph (with a 0-d device
+          tensor lr updated in place by the schedule). SGD needs no flag: its first
+          step (which creates the momentum buffers) runs eagerly in the graph's warmup,
+          after which its launch reads nothing from the host but a device lr.
   SGD     torch.optim.SGD semantics (momentum, dampening, Nesterov, L2 weight decay).
 
 State is fp32 for fp32/bf16/fp16 parameters and fp64 for fp64 ones (those take the
@@ -55,7 +60,9 @@ def _to_device(value, device):
     return value
 
 
-def _check_range(name: str, value, low: float, high: float = float('inf'), high_open: bool = False) -> None:
+def _check_range(
+    name: str, value, low: float, high: float = float('inf'), high_open: bool = False
+) -> None:
     value = float(value)
     if not low <= value or (value >= high if high_open else value > high):
         raise ValueError(f'Invalid {name}: {value}')
@@ -64,13 +71,32 @@ def _check_range(name: str, value, low: float, high: float = float('inf'), high_
 class AdamW(KeepsStateDtype):
     """AdamW (or NAdamW with `nesterov=True`) with a fused multi-tensor update."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, nesterov: bool = False):
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=1e-2,
+        nesterov: bool = False,
+        capturable: bool = False,
+    ):
         _check_range('learning rate', lr, 0.0)
         _check_range('epsilon value', eps, 0.0)
         _check_range('beta parameter at index 0', betas[0], 0.0, 1.0, high_open=True)
         _check_range('beta parameter at index 1', betas[1], 0.0, 1.0, high_open=True)
         _check_range('weight_decay value', weight_decay, 0.0)
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, nesterov=nesterov))
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                betas=betas,
+                eps=eps,
+                weight_decay=weight_decay,
+                nesterov=nesterov,
+                capturable=capturable,
+            ),
+        )
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -88,22 +114,42 @@ class AdamW(KeepsStateDtype):
                 if p.grad.is_sparse:
                     raise RuntimeError(f'{type(self).__name__} does not support sparse gradients')
                 state = self.state[p]
+                capturable = group.get('capturable', False)
                 if not state:
-                    # A CPU float step, like torch's non-capturable Adam: no device sync to read it.
-                    state['step'] = torch.tensor(0.0)
-                    state['exp_avg'] = torch.zeros_like(p, dtype=_state_dtype(p), memory_format=torch.preserve_format)
-                    state['exp_avg_sq'] = torch.zeros_like(p, dtype=_state_dtype(p),
-                                                           memory_format=torch.preserve_format)
+                    # Non-capturable: a CPU float step, like torch's Adam, read without a device
+                    # sync. Capturable: on the param's device, incremented there.
+                    state['step'] = torch.zeros(
+                        (), dtype=torch.float32, device=p.device if capturable else 'cpu'
+                    )
+                    state['exp_avg'] = torch.zeros_like(
+                        p, dtype=_state_dtype(p), memory_format=torch.preserve_format
+                    )
+                    state['exp_avg_sq'] = torch.zeros_like(
+                        p, dtype=_state_dtype(p), memory_format=torch.preserve_format
+                    )
                 state['step'] += 1
-                key = (int(state['step'].item()), p.device)
+                # Capturable: one bucket per device, stepped with its first param's step tensor
+                # (a CUDA graph replays a fixed set of params, all with gradients every step).
+                key = (0 if capturable else int(state['step'].item()), p.device)
                 lists = buckets.setdefault(key, ([], [], [], []))
                 for lst, t in zip(lists, (p, p.grad, state['exp_avg'], state['exp_avg_sq'])):
                     lst.append(t)
             beta1, beta2 = group['betas']
             for (step, _), (params, grads, exp_avgs, exp_avg_sqs) in buckets.items():
+                if group.get('capturable', False):
+                    step = self.state[params[0]]['step']
                 fused_optim.adam_(
-                    params, grads, exp_avgs, exp_avg_sqs, step=step, lr=group['lr'], beta1=beta1, beta2=beta2,
-                    eps=group['eps'], weight_decay=group['weight_decay'], nesterov=group['nesterov'],
+                    params,
+                    grads,
+                    exp_avgs,
+                    exp_avg_sqs,
+                    step=step,
+                    lr=group['lr'],
+                    beta1=beta1,
+                    beta2=beta2,
+                    eps=group['eps'],
+                    weight_decay=group['weight_decay'],
+                    nesterov=group['nesterov'],
                 )
         return loss
 
@@ -111,14 +157,24 @@ class AdamW(KeepsStateDtype):
 class SGD(KeepsStateDtype):
     """SGD with momentum / Nesterov (torch.optim.SGD semantics), fused multi-tensor update."""
 
-    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov: bool = False):
+    def __init__(
+        self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov: bool = False
+    ):
         _check_range('learning rate', lr, 0.0)
         _check_range('momentum value', momentum, 0.0)
         _check_range('weight_decay value', weight_decay, 0.0)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError('Nesterov momentum requires a momentum and zero dampening')
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                                      nesterov=nesterov))
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                momentum=momentum,
+                dampening=dampening,
+                weight_decay=weight_decay,
+                nesterov=nesterov,
+            ),
+        )
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -136,8 +192,9 @@ class SGD(KeepsStateDtype):
                 state = self.state[p]
                 first = momentum != 0 and 'momentum_buffer' not in state
                 if first:
-                    state['momentum_buffer'] = torch.zeros_like(p, dtype=_state_dtype(p),
-                                                                memory_format=torch.preserve_format)
+                    state['momentum_buffer'] = torch.zeros_like(
+                        p, dtype=_state_dtype(p), memory_format=torch.preserve_format
+                    )
                 params, grads, bufs = buckets.setdefault((first, p.device), ([], [], []))
                 params.append(p)
                 grads.append(p.grad)
@@ -145,7 +202,14 @@ class SGD(KeepsStateDtype):
                     bufs.append(state['momentum_buffer'])
             for (first, _), (params, grads, bufs) in buckets.items():
                 fused_optim.sgd_(
-                    params, grads, bufs, lr=group['lr'], momentum=momentum, dampening=group['dampening'],
-                    weight_decay=group['weight_decay'], nesterov=group['nesterov'], first_step=first,
+                    params,
+                    grads,
+                    bufs,
+                    lr=group['lr'],
+                    momentum=momentum,
+                    dampening=group['dampening'],
+                    weight_decay=group['weight_decay'],
+                    nesterov=group['nesterov'],
+                    first_step=first,
                 )
         return loss

@@ -25,8 +25,16 @@ from submissions.optimizers.fused import AdamW
 
 
 def nadamw_reference(
-    params: List[Tensor], grads: List[Tensor], exp_avgs: List[Tensor], exp_avg_sqs: List[Tensor],
-    step: int, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
+    params: List[Tensor],
+    grads: List[Tensor],
+    exp_avgs: List[Tensor],
+    exp_avg_sqs: List[Tensor],
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
 ) -> None:
     """One NAdamW step over lists of tensors, in place; `step` is t >= 1."""
     bias_correction1 = 1 - beta1**step
@@ -46,5 +54,21 @@ class NAdamW(AdamW):
     State keys match upstream's (step, exp_avg, exp_avg_sq), so its checkpoints load.
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, nesterov=True)
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=1e-2,
+        capturable: bool = False,
+    ):
+        super().__init__(
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            nesterov=True,
+            capturable=capturable,
+        )

@@ -513,3 +513,27 @@ def test_kernels_on_cuda_match_reference(monkeypatch, dtype):
     _assert_lists_close(p, params, **p_tol)
     _assert_lists_close(z, zs, **s_tol)
     _assert_lists_close(v, vs, **s_tol)
+
+
+@pytest.mark.parametrize('nesterov', [False, True])
+def test_adam_step_tensor_capturable_path_matches_int_step(interpreter, nesterov):
+    """A 1-element step tensor (bias corrections computed on the device) = the int step."""
+    gen = torch.Generator().manual_seed(7)
+    params = [torch.randn(s, generator=gen) for s in [(257,), (2, 1500), (1,)]]
+    twin = [p.clone() for p in params]
+    state = [[torch.zeros_like(p) for p in params] for _ in range(2)]
+    twin_state = [[torch.zeros_like(p) for p in params] for _ in range(2)]
+    step_t = torch.zeros(1)
+    lr_t = torch.full((), 1e-2)
+    hp = {'beta1': 0.9, 'beta2': 0.999, 'eps': 1e-8, 'weight_decay': 0.1, 'nesterov': nesterov}
+    for step in range(1, STEPS + 1):
+        grads = [torch.randn(p.shape, generator=gen) for p in params]
+        step_t += 1
+        triton_optim.adam_(params, grads, *state, step=step_t, lr=lr_t, **hp)
+        triton_optim.adam_(twin, grads, *twin_state, step=step, lr=1e-2, **hp)
+    # Bias corrections from the device's float64 pow vs the host's, each rounded to fp32
+    # once: equal in all measured cases; the parameter tolerance admits a 1-ulp difference.
+    for a, b in zip(params + state[0] + state[1], twin + twin_state[0] + twin_state[1]):
+        torch.testing.assert_close(a, b, **tolerance('triton_optim_params', torch.float32))
+    with pytest.raises(ValueError, match='one element'):
+        triton_optim.adam_(params, grads, *state, step=torch.ones(2), lr=1e-2, **hp)
