@@ -439,7 +439,7 @@ def test_full_chunks_compile_to_vector_accesses(monkeypatch):
     from triton.backends.compiler import GPUTarget
 
     kernel = triton_optim._kernels(False)['adam']
-    constexprs = {'PARAM_DTYPE': triton.language.float32, 'NESTEROV': False, 'ALIGNED': True,
+    constexprs = {'PARAM_DTYPE': triton.language.float32, 'NESTEROV': False, 'DEVICE_BIAS': False, 'ALIGNED': True,
                   'SOFT_BF16': False, 'BLOCK': triton_optim._BLOCK}  # fmt: skip
     signature = {}
     for i, name in enumerate(kernel.arg_names):
