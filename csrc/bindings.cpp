@@ -23,6 +23,12 @@ void fused_schedule_free_adamw_cpu(std::vector<at::Tensor> params, std::vector<a
                                    double lr, double ckp1, double adaptive_y_lr, double beta2,
                                    double bias_correction2, double eps, double weight_decay);
 
+// csrc/chunked_embedding.cpp
+at::Tensor chunked_embedding_forward_cpu(const at::Tensor& indices,
+                                         const std::vector<at::Tensor>& chunks);
+void chunked_embedding_backward_cpu(const at::Tensor& grad_out, const at::Tensor& indices,
+                                    const std::vector<at::Tensor>& grads);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("multi_tensor_l2norm", &multi_tensor_l2norm_cpu,
         "(total, per_tensor) fp32 L2 norms of a list of CPU tensors, accumulated in fp64.",
@@ -42,4 +48,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("params"), py::arg("grads"), py::arg("zs"), py::arg("exp_avg_sqs"), py::arg("lr"),
         py::arg("ckp1"), py::arg("adaptive_y_lr"), py::arg("beta2"), py::arg("bias_correction2"),
         py::arg("eps"), py::arg("weight_decay"), py::call_guard<py::gil_scoped_release>());
+  m.def("chunked_embedding_forward", &chunked_embedding_forward_cpu,
+        "Rows `indices` of the virtual concatenation of `chunks` (fp32 CPU), without building it.",
+        py::arg("indices"), py::arg("chunks"), py::call_guard<py::gil_scoped_release>());
+  m.def("chunked_embedding_backward", &chunked_embedding_backward_cpu,
+        "Zeroes each dense gradient chunk and adds the lookup gradients into it (deterministic).",
+        py::arg("grad_out"), py::arg("indices"), py::arg("grads"),
+        py::call_guard<py::gil_scoped_release>());
 }
