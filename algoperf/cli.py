@@ -132,6 +132,8 @@ def _profile_parser(sub) -> argparse.ArgumentParser:
     p.add_argument('--tuning_search_space', help='Use the first point of this search space (default: self-tuning).')
     p.add_argument('--rng_seed', type=int, default=0)
     p.add_argument('--no_eval', action='store_true', help='Skip timing one full eval.')
+    p.add_argument('--eval_batches', type=int, default=8,
+                   help='Time the eval on at most this many batches per split and extrapolate (default 8).')
     p.add_argument('--torch_compile', action='store_true', help="Compile where upstream does (off by default here).")
     p.add_argument('--device', choices=['cpu', 'cuda'], help='Default: cuda when available.')
     return p
@@ -143,7 +145,8 @@ def _cmd_profile(args) -> int:
     report = profiling.profile_workload(
         args.workload, args.submission, data=args.data, steps=args.steps, warmup=args.warmup, trace=args.trace,
         output_dir=args.output_dir, global_batch_size=args.batch_size, tuning_search_space=args.tuning_search_space,
-        rng_seed=args.rng_seed, run_eval=not args.no_eval, torch_compile=args.torch_compile, device=args.device)
+        rng_seed=args.rng_seed, run_eval=not args.no_eval, torch_compile=args.torch_compile, device=args.device,
+        eval_batches=args.eval_batches)
     print(profiling.format_table(report))
     print(f'Wrote {args.output_dir}/profile.json and profile.png' + (f'; trace {args.trace}' if args.trace else ''))
     return 0

@@ -29,6 +29,14 @@ at::Tensor chunked_embedding_forward_cpu(const at::Tensor& indices,
 void chunked_embedding_backward_cpu(const at::Tensor& grad_out, const at::Tensor& indices,
                                     const std::vector<at::Tensor>& grads);
 
+// csrc/criteo_tsv.cpp
+std::tuple<at::Tensor, at::Tensor, at::Tensor> criteo_tsv_parse_cpu(at::Tensor data,
+                                                                    at::Tensor starts,
+                                                                    at::Tensor ends,
+                                                                    at::Tensor vocab_sizes);
+at::Tensor criteo_find_newlines_cpu(at::Tensor data);
+at::Tensor farmhash_fingerprint64_cpu(at::Tensor data, at::Tensor offsets);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("multi_tensor_l2norm", &multi_tensor_l2norm_cpu,
         "(total, per_tensor) fp32 L2 norms of a list of CPU tensors, accumulated in fp64.",
@@ -55,4 +63,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Zeroes each dense gradient chunk and adds the lookup gradients into it (deterministic).",
         py::arg("grad_out"), py::arg("indices"), py::arg("grads"),
         py::call_guard<py::gil_scoped_release>());
+  m.def("criteo_tsv_parse", &criteo_tsv_parse_cpu,
+        "(inputs (n,39) f32, targets (n,) f32, errors (m,3) i64) of Criteo TSV lines "
+        "data[starts[i]:ends[i]], as upstream AlgoPerf's decode_csv + hashing.",
+        py::arg("data"), py::arg("starts"), py::arg("ends"), py::arg("vocab_sizes"),
+        py::call_guard<py::gil_scoped_release>());
+  m.def("criteo_find_newlines", &criteo_find_newlines_cpu,
+        "int64 positions of every '\\n' in a 1-D uint8 CPU tensor, in order.",
+        py::arg("data"), py::call_guard<py::gil_scoped_release>());
+  m.def("farmhash_fingerprint64", &farmhash_fingerprint64_cpu,
+        "FarmHash Fingerprint64 of data[offsets[i]:offsets[i+1]], as int64 bit patterns.",
+        py::arg("data"), py::arg("offsets"), py::call_guard<py::gil_scoped_release>());
 }

@@ -44,6 +44,11 @@ def _run(tmp_path, capsys, *flags):
             ['missing_function.py', 'missing required function(s): update_params, data_selection'],
         ),
         (
+            ['--workload=criteo1tb', f'--submission_path={BASELINE}', '--tuning_ruleset=self',
+             '--data_dir=/nonexistent/criteo'],
+            ['--data_dir=/nonexistent/criteo: directory not found (Criteo 1TB)'],
+        ),
+        (
             [
                 '--workload=digits',
                 f'--submission_path={BASELINE}',
@@ -83,9 +88,9 @@ def _run(tmp_path, capsys, *flags):
             ['--data_dir=/nonexistent/mnist: directory not found'],
         ),
         (
-            ['--workload=criteo1tb', f'--submission_path={BASELINE}', '--tuning_ruleset=self'],
+            ['--workload=wmt', f'--submission_path={BASELINE}', '--tuning_ruleset=self'],
             [
-                "Workload 'criteo1tb' is registered, but its implementation",
+                "Workload 'wmt' is registered, but its implementation",
                 'not part of this build',
             ],
         ),

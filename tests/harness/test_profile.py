@@ -86,3 +86,15 @@ def test_synthetic_source_batches_fit_the_model(name):
     assert loss['summed'].isfinite() and loss['per_example'].shape[0] == 8
     eval_batch = next(workload._build_synthetic_input_queue([1, 2], 'validation', 8))
     assert eval_batch['weights'].shape == (8,)
+
+
+def test_eval_is_timed_on_a_few_batches_and_extrapolated():
+    # criteo1tb_test's full eval is 31,929 batches of 8,192 (hours on CPU): 1 per split runs.
+    report = profiling.profile_workload('criteo1tb_test', BASELINE, steps=2, warmup=0, global_batch_size=64,
+                                        eval_batches=1)
+    assert report['eval_batches_measured'] == 3 and report['eval_batches_full'] == 31_929
+    assert report['eval_seconds'] == pytest.approx(report['eval_seconds_measured'] * 31_929 / 3)
+    small = profiling.profile_workload('digits', BASELINE, steps=2, warmup=0, eval_batches=1)
+    assert small['eval_batches_measured'] == small['eval_batches_full'] == 3  # digits: one batch per split
+    with pytest.raises(ValueError, match='eval_batches'):
+        profiling.profile_workload('digits', BASELINE, steps=2, warmup=0, eval_batches=0)
