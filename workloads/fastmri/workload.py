@@ -1,0 +1,283 @@
+"""fastMRI knee single-coil U-Net in PyTorch: the base workload and upstream's three variants.
+
+Upstream: `algoperf/workloads/fastmri/workload.py` (base class) and
+`fastmri_pytorch/workload.py` (snapshot 2c90454). Kept as upstream: the model
+(`models.py`), the per-example masked L1 loss (mean over pixels), the eval metrics
+`{'ssim', 'loss'}` (per-slice SSIM of de-normalised images, `ssim.py`, and the summed
+masked loss, each summed over batches and divided by the number of examples),
+`is_output_params` (verbatim) and the batch layout. Constants (targets, budgets,
+sizes, model switches) come from `spec.py`.
+
+Batches (per device): `inputs` float32 [B, 320, 320] (normalised, clipped magnitude
+image of the under-sampled k-space), `targets` float32 [B, 320, 320] (the
+`reconstruction_esc` slice with the same normalisation), `mean`, `std`, `volume_max`
+float32 [B]; eval batches also carry `weights` float32 [B] (0 marks padding), as
+upstream's DDP queue gives them; train batches have none, as upstream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+from collections.abc import Iterator
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from algoperf import param_utils, spec
+from algoperf.workload_base import SpecWorkload
+from workloads.fastmri import models
+from workloads.fastmri.spec import (
+    FASTMRI,
+    FASTMRI_LAYERNORM,
+    FASTMRI_MODEL_SIZE,
+    FASTMRI_TANH,
+)
+from workloads.fastmri.ssim import ssim
+
+IMAGE_SIZE = 320  # Upstream center-crops every slice to the 320 x 320 target.
+_SYNTHETIC_POOL = 4  # Distinct synthetic batches, cycled.
+
+
+class FastMRIWorkload(SpecWorkload):
+    """U-Net on fastMRI knee single-coil (upstream `FastMRIWorkload`)."""
+
+    workload_spec = FASTMRI
+
+    # ---- model ---------------------------------------------------------------------------------
+    def _build_model(self) -> torch.nn.Module:
+        """The model on the current default device (use `torch.device('meta')` to count)."""
+        extra = self.workload_spec.extra
+        return models.UNet(
+            num_pool_layers=extra['num_pool_layers'],
+            num_channels=extra['num_channels'],
+            use_tanh=extra['use_tanh'],
+            use_layer_norm=extra['use_layer_norm'],
+        )
+
+    def init_model_fn(self, rng: spec.RandomState) -> spec.ModelInitState:
+        """Build on the CPU with upstream's seeding (same initial weights), then move.
+
+        Args:
+          rng: the model-init RandomState; its first word seeds torch's global RNG.
+
+        Returns:
+          (model, None); the model is DDP-wrapped when distributed.
+        """
+        torch.random.manual_seed(int(rng[0]))
+        model = self._build_model()
+        self._param_shapes = param_utils.pytorch_param_shapes(model)
+        self._param_types = param_utils.pytorch_param_types(self._param_shapes)
+        model.to(self.runtime.device)
+        if self.runtime.distributed:
+            device_ids = [self.runtime.local_rank] if self.runtime.device.type == 'cuda' else None
+            model = DDP(model, device_ids=device_ids)
+        return model, None
+
+    def is_output_params(self, param_key: spec.ParameterKey) -> bool:
+        # Upstream's names, verbatim: the final 1x1 conv of the 4-level U-Net. The
+        # 3-level model-size variant's is 'up_conv.2.1', which upstream does not list.
+        return param_key in ('up_conv.3.1.weight', 'up_conv.3.1.bias')
+
+    def model_fn(
+        self,
+        params: spec.ParameterContainer,
+        augmented_and_preprocessed_input_batch: dict[str, spec.Tensor],
+        model_state: spec.ModelAuxiliaryState,
+        mode: spec.ForwardPassMode,
+        rng: spec.RandomState,
+        update_batch_norm: bool,
+        dropout_rate: float = models.DROPOUT_RATE,
+    ) -> tuple[spec.Tensor, spec.ModelAuxiliaryState]:
+        """[B, 320, 320] inputs -> ([B, 320, 320] outputs, None); no_grad in EVAL."""
+        del model_state, rng, update_batch_norm
+        model = params
+        if mode == spec.ForwardPassMode.EVAL:
+            model.eval()
+        if mode == spec.ForwardPassMode.TRAIN:
+            model.train()
+        context = torch.no_grad if mode == spec.ForwardPassMode.EVAL else contextlib.nullcontext
+        with context():
+            inputs = augmented_and_preprocessed_input_batch['inputs'].unsqueeze(1)
+            outputs = model(inputs, dropout_rate=dropout_rate).squeeze(1)
+        return outputs, None
+
+    # ---- loss and eval -------------------------------------------------------------------------
+    def loss_fn(
+        self,
+        label_batch: spec.Tensor,
+        logits_batch: spec.Tensor,
+        mask_batch: spec.Tensor | None = None,
+        label_smoothing: float = 0.0,
+    ) -> dict[str, spec.Tensor]:
+        """Masked per-example mean absolute error (no regularisation, not synced).
+
+        Args:
+          label_batch: [B, H, W] targets.
+          logits_batch: [B, H, W] model outputs.
+          mask_batch: optional [B] weights (0 = padding).
+          label_smoothing: ignored, as upstream.
+
+        Returns:
+          {'summed': scalar, 'n_valid_examples': scalar tensor on the outputs' device (the
+          mask's sum, or the int64 batch size without a mask), 'per_example': [B]}.
+        """
+        del label_smoothing
+        per_example = F.l1_loss(logits_batch, label_batch, reduction='none').mean(dim=(1, 2))
+        if mask_batch is not None:
+            per_example = per_example * mask_batch
+            n_valid = mask_batch.sum()
+        else:
+            n_valid = torch.as_tensor(len(per_example), device=per_example.device)
+        return {
+            'summed': per_example.sum(),
+            'n_valid_examples': n_valid,
+            'per_example': per_example,
+        }
+
+    def _eval_batch(
+        self, params: spec.ParameterContainer, batch: dict[str, spec.Tensor]
+    ) -> dict[str, spec.Tensor]:
+        """Summed SSIM and summed masked loss of one batch.
+
+        Upstream slices the batch to its first `weights.sum()` examples before the SSIM
+        (a host sync per batch; padding is always at the end). Zeroing the padded
+        examples' SSIM gives the same sum without the sync.
+        """
+        outputs, _ = self.model_fn(params, batch, None, spec.ForwardPassMode.EVAL, None, False)
+        targets = batch['targets']
+        weights = batch.get('weights')
+        if weights is None:
+            weights = torch.ones(len(outputs), device=outputs.device)
+        per_example_ssim = ssim(
+            outputs, targets, mean=batch['mean'], std=batch['std'], volume_max=batch['volume_max']
+        )
+        valid = weights > 0
+        ssim_sum = torch.where(valid, per_example_ssim, torch.zeros_like(per_example_ssim)).sum()
+        return {'ssim': ssim_sum, 'loss': self.loss_fn(targets, outputs, weights)['summed']}
+
+    def _eval_model_on_split(
+        self,
+        split: str,
+        num_examples: int,
+        global_batch_size: int,
+        params: spec.ParameterContainer,
+        model_state: spec.ModelAuxiliaryState,
+        rng: spec.RandomState,
+        data_dir: str,
+        global_step: int = 0,
+    ) -> dict[str, float]:
+        """{'ssim', 'loss'}: sums over ceil(num_examples / batch) batches / num_examples."""
+        del model_state, global_step
+        num_batches = math.ceil(num_examples / global_batch_size)
+        if split not in self._eval_iters:
+            # These iterators repeat forever, so later evals reuse them (upstream). Eval
+            # preprocessing uses a fixed seed, so the data rng only names the queue.
+            self._eval_iters[split] = self._build_input_queue(
+                rng,
+                split,
+                data_dir,
+                global_batch_size,
+                num_batches=num_batches,
+                repeat_final_dataset=True,
+            )
+        device = self.runtime.device
+        totals = {k: torch.zeros((), device=device) for k in ('ssim', 'loss')}
+        for _ in range(num_batches):
+            batch_metrics = self._eval_batch(params, next(self._eval_iters[split]))
+            totals = {k: v + batch_metrics[k] for k, v in totals.items()}
+        if self.runtime.distributed:
+            for total in totals.values():
+                dist.all_reduce(total)
+        # The eval's one host sync.
+        return {k: float(v.item() / num_examples) for k, v in totals.items()}
+
+    # ---- data ----------------------------------------------------------------------------------
+    def validate_data_dir(self, data_dir: str) -> None:
+        """Fails before any log is written: the real-data reader is not in this build yet."""
+        from algoperf.registry import WorkloadNotAvailableError
+
+        raise WorkloadNotAvailableError(
+            f"--data_dir={data_dir}: fastMRI's real-data reader (knee_singlecoil_train/val *.h5) is not "
+            'implemented yet; `algoperf profile --workload=fastmri` runs on synthetic batches.'
+        )
+
+    def _build_input_queue(
+        self,
+        data_rng: spec.RandomState,
+        split: str,
+        data_dir: str,
+        global_batch_size: int,
+        cache: bool | None = None,
+        repeat_final_dataset: bool | None = None,
+        num_batches: int | None = None,
+    ) -> Iterator[dict[str, spec.Tensor]]:
+        """Not yet implemented: the h5 reader (knee_singlecoil_{train,val}/*.h5)."""
+        raise NotImplementedError(
+            'fastMRI: the real-data reader (knee_singlecoil_train/val *.h5) is not yet '
+            'implemented; `algoperf profile --workload=fastmri` runs on synthetic batches.'
+        )
+
+    def _build_synthetic_input_queue(
+        self, data_rng: spec.RandomState, split: str, global_batch_size: int
+    ) -> Iterator[dict[str, spec.Tensor]]:
+        """Endless device batches with the real layout: a few made once, then cycled.
+
+        Targets are smooth random images (bilinear upsampling of 20 x 20 noise), inputs
+        are the targets plus noise (standing in for under-sampling artefacts), both
+        instance-normalised and clipped to [-6, 6] as the pipeline does; `mean`, `std`
+        and `volume_max` are positive, of the order of real knee slices' magnitudes.
+
+        Args:
+          data_rng: RandomState; its first word (plus the rank) seeds the generator.
+          split: 'train' (no weights) or an eval split (all-ones weights).
+          global_batch_size: divided by the world size for this rank's batch.
+        """
+        n = global_batch_size // self.runtime.world_size
+        device = self.runtime.device
+        gen = torch.Generator(device=device).manual_seed(int(data_rng[0]) + self.runtime.rank)
+
+        def normalise(x):
+            mean = x.mean(dim=(1, 2), keepdim=True)
+            std = x.std(dim=(1, 2), keepdim=True)
+            return ((x - mean) / std).clamp(-6, 6)
+
+        pool = []
+        for _ in range(_SYNTHETIC_POOL):
+            coarse = torch.randn(n, 1, 20, 20, generator=gen, device=device)
+            smooth = F.interpolate(coarse, size=(IMAGE_SIZE, IMAGE_SIZE), mode='bilinear')
+            targets = normalise(smooth[:, 0])
+            noise = torch.randn(n, IMAGE_SIZE, IMAGE_SIZE, generator=gen, device=device)
+            u = torch.rand(3, n, generator=gen, device=device)
+            batch = {
+                'inputs': normalise(targets + 0.5 * noise),
+                'targets': targets,
+                'mean': 2e-5 + 4e-5 * u[0],
+                'std': 1e-5 + 2e-5 * u[1],
+                'volume_max': 3e-4 + 3e-4 * u[2],
+            }
+            if split != 'train':
+                batch['weights'] = torch.ones(n, dtype=torch.float32, device=device)
+            pool.append(batch)
+        return itertools.cycle(pool)
+
+
+class FastMRIModelSizeWorkload(FastMRIWorkload):
+    """64 channels and 3 pooling levels instead of 32 and 4."""
+
+    workload_spec = FASTMRI_MODEL_SIZE
+
+
+class FastMRITanhWorkload(FastMRIWorkload):
+    """Tanh instead of LeakyReLU(0.2)."""
+
+    workload_spec = FASTMRI_TANH
+
+
+class FastMRILayerNormWorkload(FastMRIWorkload):
+    """GroupNorm(1, eps=1e-6) instead of InstanceNorm2d in the ConvBlocks."""
+
+    workload_spec = FASTMRI_LAYERNORM
