@@ -129,9 +129,21 @@ def test_synthetic_batches_have_the_real_layout(split):
     assert not torch.equal(next(queue)['inputs'], batch['inputs'])
 
 
-def test_real_reader_is_not_implemented_yet():
-    with pytest.raises(NotImplementedError, match='synthetic'):
-        _workload()._build_input_queue([0, 0], 'train', '/data', 8)
+def test_real_reader_queue_and_data_dir_checks(tmp_path):
+    from workloads.fastmri.fixture import write_fastmri_fixture
+
+    wl = _workload()
+    # The reader fails at the call, not at the first batch.
+    with pytest.raises(FileNotFoundError, match='knee_singlecoil_train'):
+        wl._build_input_queue([0, 0], 'train', str(tmp_path), 8)
+    (tmp_path / 'knee_singlecoil_train').mkdir()
+    (tmp_path / 'knee_singlecoil_val').mkdir()
+    with pytest.raises(FileNotFoundError, match=r'no \*\.h5 files in .*knee_singlecoil_train'):
+        wl.validate_data_dir(str(tmp_path))
+    write_fastmri_fixture(str(tmp_path), seed=1)
+    wl.validate_data_dir(str(tmp_path))
+    batch = next(wl._build_input_queue([0, 0], 'validation', str(tmp_path), 4, num_batches=1))
+    assert batch['inputs'].shape == (4, 320, 320) and batch['weights'].tolist() == [1.0] * 4
 
 
 def _small_workload():
@@ -187,7 +199,7 @@ def test_nadamw_baseline_lowers_the_loss_on_synthetic_batches():
     assert math.isfinite(after) and after < 0.9 * before, (before, after)
 
 
-def test_real_data_run_fails_early_with_a_clear_error(tmp_path, capsys):
+def test_missing_data_layout_fails_early_with_a_clear_error(tmp_path, capsys):
     from algoperf import cli
 
     code = cli.main([
@@ -196,5 +208,6 @@ def test_real_data_run_fails_early_with_a_clear_error(tmp_path, capsys):
         '--experiment_name=x', '--noprogress',
     ])  # fmt: skip
     assert code == 2
-    assert 'not implemented yet' in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert 'knee_singlecoil_train' in err and 'not found' in err and str(tmp_path) in err
     assert not (tmp_path / 'exp').exists()  # nothing written

@@ -18,8 +18,10 @@ upstream's DDP queue gives them; train batches have none, as upstream.
 from __future__ import annotations
 
 import contextlib
+import glob
 import itertools
 import math
+import os
 from collections.abc import Iterator
 
 import torch
@@ -197,13 +199,19 @@ class FastMRIWorkload(SpecWorkload):
 
     # ---- data ----------------------------------------------------------------------------------
     def validate_data_dir(self, data_dir: str) -> None:
-        """Fails before any log is written: the real-data reader is not in this build yet."""
-        from algoperf.registry import WorkloadNotAvailableError
+        """FileNotFoundError unless both h5 directories exist and hold `*.h5` files."""
+        from workloads.fastmri.input_pipeline import LAYOUT, TRAIN_DIR, VAL_DIR
 
-        raise WorkloadNotAvailableError(
-            f"--data_dir={data_dir}: fastMRI's real-data reader (knee_singlecoil_train/val *.h5) is not "
-            'implemented yet; `algoperf profile --workload=fastmri` runs on synthetic batches.'
-        )
+        for sub in (TRAIN_DIR, VAL_DIR):
+            path = os.path.join(data_dir, sub)
+            if not os.path.isdir(path):
+                raise FileNotFoundError(
+                    f'--data_dir={data_dir}: directory {path} not found (fastMRI); expected {LAYOUT}.'
+                )
+            if not glob.glob(os.path.join(glob.escape(path), '*.h5')):
+                raise FileNotFoundError(
+                    f'--data_dir={data_dir}: no *.h5 files in {path} (fastMRI); expected {LAYOUT}.'
+                )
 
     def _build_input_queue(
         self,
@@ -215,11 +223,27 @@ class FastMRIWorkload(SpecWorkload):
         repeat_final_dataset: bool | None = None,
         num_batches: int | None = None,
     ) -> Iterator[dict[str, spec.Tensor]]:
-        """Not yet implemented: the h5 reader (knee_singlecoil_{train,val}/*.h5)."""
-        raise NotImplementedError(
-            'fastMRI: the real-data reader (knee_singlecoil_train/val *.h5) is not yet '
-            'implemented; `algoperf profile --workload=fastmri` runs on synthetic batches.'
+        """This rank's batches of the h5 files, on the device (see `input_pipeline`)."""
+        del cache
+        # Lazy: h5py is needed only with real data.
+        from workloads.fastmri import input_pipeline
+
+        batches = input_pipeline.get_fastmri_dataset(
+            split=split,
+            data_dir=data_dir,
+            data_rng=data_rng,
+            global_batch_size=global_batch_size,
+            num_batches=num_batches,
+            repeat_final_dataset=bool(repeat_final_dataset),
+            rank=self.runtime.rank,
+            world_size=self.runtime.world_size,
         )
+        return self._on_device(batches)
+
+    def _on_device(self, batches) -> Iterator[dict[str, spec.Tensor]]:
+        device = self.runtime.device
+        for batch in batches:
+            yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
     def _build_synthetic_input_queue(
         self, data_rng: spec.RandomState, split: str, global_batch_size: int
