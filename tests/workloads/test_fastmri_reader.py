@@ -95,6 +95,9 @@ def test_clear_errors(tmp_path, data_dir):
         hf.create_dataset('kspace', data=np.zeros((1, 4, 4), np.complex64))
     with pytest.raises(ValueError, match=r"bad\.h5 lacks 'kspace' or 'reconstruction_esc'"):
         ip.get_fastmri_dataset('train', str(tmp_path), RNG, 4)
+    (tmp_path / ip.TRAIN_DIR / 'bad.h5').write_bytes(b'truncated download, not HDF5')
+    with pytest.raises(ValueError, match=r'bad\.h5 is not a readable HDF5 file'):
+        ip.get_fastmri_dataset('train', str(tmp_path), RNG, 4)
 
 
 @pytest.mark.parametrize('split', ['train', 'validation'])

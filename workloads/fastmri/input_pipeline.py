@@ -198,7 +198,7 @@ class FastMRIDataset(Iterator[dict[str, torch.Tensor]]):
         # (file, slice) of every example in file order: example_index -> location.
         self.examples: list[tuple[int, int]] = []
         for f, path in enumerate(self.files):
-            with h5py.File(path, 'r') as hf:
+            with _open_h5(path) as hf:
                 if 'kspace' not in hf or 'reconstruction_esc' not in hf:
                     raise ValueError(
                         f"fastmri: {path} lacks 'kspace' or 'reconstruction_esc'; expected {LAYOUT}"
@@ -258,7 +258,7 @@ class FastMRIDataset(Iterator[dict[str, torch.Tensor]]):
         else:
             if len(self._open) >= _MAX_OPEN_FILES:
                 self._open.popitem(last=False)[1].close()
-            self._open[f] = h5py.File(self.files[f], 'r')
+            self._open[f] = _open_h5(self.files[f])
         return self._open[f]
 
     def example(self, example_index: int) -> dict[str, torch.Tensor]:
@@ -291,8 +291,20 @@ class FastMRIDataset(Iterator[dict[str, torch.Tensor]]):
         return batch
 
     def examples_shape(self) -> tuple[int, int]:
-        with h5py.File(self.files[0], 'r') as hf:
+        with _open_h5(self.files[0]) as hf:
             return tuple(hf['reconstruction_esc'].shape[1:])
+
+
+def _open_h5(path: str) -> h5py.File:
+    """Opens an h5 file read-only; a corrupt or truncated one gets an error that names it.
+
+    h5py's own message ("Unable to synchronously open file (file signature not found)")
+    does not say which of a directory's ~1,000 files is bad.
+    """
+    try:
+        return h5py.File(path, 'r')
+    except OSError as e:
+        raise ValueError(f'fastmri: {path} is not a readable HDF5 file ({e}); expected {LAYOUT}') from e
 
 
 def get_fastmri_dataset(
