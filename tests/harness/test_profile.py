@@ -83,9 +83,11 @@ def test_synthetic_source_batches_fit_the_model(name):
     params, state = workload.init_model_fn([0, 0])
     logits, _ = workload.model_fn(params, batch, state, spec.ForwardPassMode.TRAIN, None, True, 0.0)
     loss = workload.loss_fn(batch['targets'], logits, batch.get('weights'))
-    assert loss['summed'].isfinite() and loss['per_example'].shape[0] == 8
+    # One loss per row of the targets: 8 examples (OGBG adds its padding graph: 9).
+    assert loss['summed'].isfinite() and loss['per_example'].shape[0] == batch['targets'].shape[0] >= 8
     eval_batch = next(workload._build_synthetic_input_queue([1, 2], 'validation', 8))
-    assert eval_batch['weights'].shape == (8,)
+    # Eval weights mask padding: one per example, or per (graph, task) label for OGBG.
+    assert eval_batch['weights'].shape[0] == eval_batch['targets'].shape[0] >= 8
 
 
 def test_eval_is_timed_on_a_few_batches_and_extrapolated():

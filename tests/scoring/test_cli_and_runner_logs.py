@@ -60,8 +60,10 @@ def test_scores_logs_written_by_our_runner(tmp_path, runner_tree, capsys):
     assert scores.loc[best, 'score'] == 1.0 and scores.loc[best, 'rank'] == 1  # Best everywhere: area 1.
     ratio = times['digits'].max() / times['digits'].min()
     other = scores['score'].drop(best).iloc[0]
-    # Profile of the slower one: 0 below its ratio, 1 from it on (tau grid of 100 points).
-    assert other == pytest.approx((4 - ratio) / 3, abs=0.03)
+    # Profile of the slower one: 0 below its ratio, 1 from it on (tau grid of 100 points up
+    # to tau_max = 4), so its area is (4 - ratio) / 3, and 0 when the ratio exceeds 4 (seen
+    # on a heavily loaded machine, where one run's time to target can be 5x the other's).
+    assert other == pytest.approx(max(0.0, (4 - ratio) / 3), abs=0.03)
     for name in ('performance_profiles.png', 'performance_profiles.svg', 'time_to_target.png', 'time_to_target.svg',
                  'nadamw_a_summary.csv', 'performance_profiles.csv', 'time_to_targets_gated.csv'):
         assert (out / name).stat().st_size > 0, name

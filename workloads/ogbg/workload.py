@@ -1,0 +1,345 @@
+"""ogbg-molpcba GNN in PyTorch: the base workload and upstream's three variants.
+
+Upstream: `algoperf/workloads/ogbg/workload.py` (base class), `ogbg_pytorch/workload.py`
+and `ogbg/metrics.py` (snapshot 2c90454). Kept as upstream: the model (`models.py`),
+the masked sigmoid BCE with label smoothing (`metrics.py`; per-example losses are
+[B, 128] and `n_valid_examples` counts valid (graph, task) labels), the eval metrics
+`{'accuracy', 'loss', 'mean_average_precision'}`, `is_output_params` and the batch
+budgets. Constants (targets, budgets, sizes, model switches) come from `spec.py`.
+
+Batches (per device, n = global_batch_size // world_size, as jraph's dynamic batching
+with upstream's budgets pads them): `inputs` a `models.GraphsTuple` with exactly
+26·n + 1 nodes (float32 [., 9]), 56·n edges (float32 [., 3]; int64 senders and
+receivers) and n + 1 graphs (int64 `n_node`, `n_edge`): the real graphs, then one
+padding graph holding every padding node and edge (which all point at its first node),
+then empty graphs; `targets` float32 [n + 1, 128] and `weights` bool [n + 1, 128]
+(False for NaN labels and padding graphs). Fixed shapes: a compiled model sees one.
+
+The real-data reader (TFDS `ogbg_molpcba:0.1.3` and its `algoperf data` conversion) is
+not implemented yet: `validate_data_dir` fails early, and `algoperf profile` runs on
+`_build_synthetic_input_queue`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+from collections.abc import Iterator
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from algoperf import param_utils, spec
+from algoperf.workload_base import SpecWorkload
+from workloads.ogbg import metrics, models
+from workloads.ogbg.spec import OGBG, OGBG_GELU, OGBG_MODEL_SIZE, OGBG_SILU
+
+NUM_OUTPUTS = 128  # molpcba tasks.
+AVG_NODES_PER_GRAPH = 26  # Upstream's budgets per average-sized graph.
+AVG_EDGES_PER_GRAPH = 56
+_SYNTHETIC_POOL = 4  # Distinct synthetic batches, cycled.
+
+
+def batch_budgets(per_device_batch_size: int) -> tuple[int, int, int]:
+    """(nodes, edges, graphs) of every padded batch: upstream's `dynamically_batch` budgets."""
+    n = per_device_batch_size
+    return AVG_NODES_PER_GRAPH * n + 1, AVG_EDGES_PER_GRAPH * n, n + 1
+
+
+def _not_available(data_dir: str):
+    from algoperf.registry import WorkloadNotAvailableError
+
+    return WorkloadNotAvailableError(
+        f"--data_dir={data_dir}: OGBG's real-data reader is not implemented yet; "
+        '`algoperf profile --workload=ogbg` runs on synthetic batches.'
+    )
+
+
+class OgbgWorkload(SpecWorkload):
+    """GNN on ogbg-molpcba (upstream `OgbgWorkload`)."""
+
+    workload_spec = OGBG
+    hidden_dims: tuple[int, ...] = (256,)  # A tuple upstream, so not in `spec.extra`.
+
+    # ---- model ---------------------------------------------------------------------------------
+    def _build_model(self) -> torch.nn.Module:
+        """The model on the current default device (use `torch.device('meta')` to count)."""
+        extra = self.workload_spec.extra
+        return models.GNN(
+            num_outputs=NUM_OUTPUTS,
+            activation_fn_name=extra['activation_fn_name'],
+            latent_dim=extra['latent_dim'],
+            hidden_dims=self.hidden_dims,
+            num_message_passing_steps=extra['num_message_passing_steps'],
+        )
+
+    def init_model_fn(self, rng: spec.RandomState) -> spec.ModelInitState:
+        """Build on the CPU with upstream's seeding (same initial weights), then move.
+
+        Args:
+          rng: the model-init RandomState; its first word seeds torch's global RNG.
+
+        Returns:
+          (model, None); the model is DDP-wrapped when distributed.
+        """
+        torch.random.manual_seed(int(rng[0]))
+        model = self._build_model()
+        self._param_shapes = param_utils.pytorch_param_shapes(model)
+        self._param_types = param_utils.pytorch_param_types(self._param_shapes)
+        model.to(self.runtime.device)
+        if self.runtime.distributed:
+            device_ids = [self.runtime.local_rank] if self.runtime.device.type == 'cuda' else None
+            model = DDP(model, device_ids=device_ids)
+        return model, None
+
+    def is_output_params(self, param_key: spec.ParameterKey) -> bool:
+        return param_key in ('decoder.weight', 'decoder.bias')
+
+    def model_fn(
+        self,
+        params: spec.ParameterContainer,
+        augmented_and_preprocessed_input_batch: dict[str, spec.Tensor],
+        model_state: spec.ModelAuxiliaryState,
+        mode: spec.ForwardPassMode,
+        rng: spec.RandomState,
+        update_batch_norm: bool,
+        dropout_rate: float = models.DROPOUT_RATE,
+    ) -> tuple[spec.Tensor, spec.ModelAuxiliaryState]:
+        """Graph batch -> ([n_graph, 128] logits, None); no_grad in EVAL."""
+        del rng, update_batch_norm  # No batch norm in the GNN.
+        if model_state is not None:
+            raise ValueError(f'Expected model_state to be None, received {model_state}.')
+        model = params
+        if mode == spec.ForwardPassMode.TRAIN:
+            model.train()
+        elif mode == spec.ForwardPassMode.EVAL:
+            model.eval()
+        context = torch.no_grad if mode == spec.ForwardPassMode.EVAL else contextlib.nullcontext
+        with context():
+            logits = model(
+                augmented_and_preprocessed_input_batch['inputs'], dropout_rate=dropout_rate
+            )
+        return logits, None
+
+    # ---- loss and eval -------------------------------------------------------------------------
+    def loss_fn(
+        self,
+        label_batch: spec.Tensor,
+        logits_batch: spec.Tensor,
+        mask_batch: spec.Tensor | None = None,
+        label_smoothing: float = 0.0,
+    ) -> dict[str, spec.Tensor]:
+        """Masked sigmoid BCE over (graph, task) labels (no regularisation, not synced).
+
+        Args:
+          label_batch: [B, 128] targets in {0, 1}.
+          logits_batch: [B, 128].
+          mask_batch: optional [B, 128] bool/float weights; None means all valid
+            (upstream would fail on None; its batches always carry weights).
+          label_smoothing: towards 1/128, upstream's formula.
+
+        Returns:
+          {'summed': scalar, 'n_valid_examples': number of valid labels (a tensor on the
+          logits' device), 'per_example': [B, 128] losses, 0 where masked}.
+        """
+        if mask_batch is None:
+            mask_batch = torch.ones_like(logits_batch, dtype=torch.bool)
+        per_example = metrics.sigmoid_cross_entropy_with_mask(
+            label_batch, logits_batch, mask_batch, label_smoothing
+        )
+        return {
+            'summed': per_example.sum(),
+            'n_valid_examples': torch.as_tensor(mask_batch.sum(), device=logits_batch.device),
+            'per_example': per_example,
+        }
+
+    def _eval_model_on_split(
+        self,
+        split: str,
+        num_examples: int,
+        global_batch_size: int,
+        params: spec.ParameterContainer,
+        model_state: spec.ModelAuxiliaryState,
+        rng: spec.RandomState,
+        data_dir: str,
+        global_step: int = 0,
+    ) -> dict[str, float]:
+        """{'accuracy', 'loss', 'mean_average_precision'} over ceil(num_examples / batch) batches.
+
+        As upstream, "examples" are average-sized graphs (batches are packed), accuracy
+        and loss are means over valid labels of all ranks, and mAP is computed on the
+        host from every rank's logits, labels and masks.
+        """
+        del global_step
+        num_batches = math.ceil(num_examples / global_batch_size)
+        if split not in self._eval_iters:
+            self._eval_iters[split] = self._build_input_queue(
+                rng, split, data_dir, global_batch_size
+            )
+        device = self.runtime.device
+        totals = {
+            k: torch.zeros((), dtype=torch.float64, device=device)
+            for k in ('accuracy', 'loss', 'count')
+        }
+        collected = {'labels': [], 'logits': [], 'mask': []}
+        for _ in range(num_batches):
+            batch = next(self._eval_iters[split])
+            logits, _ = self.model_fn(
+                params, batch, model_state, spec.ForwardPassMode.EVAL, rng, False
+            )
+            sums = metrics.batch_sums(batch['targets'], logits, batch['weights'])
+            totals = {k: v + sums[k] for k, v in totals.items()}
+            collected['labels'].append(batch['targets'])
+            collected['logits'].append(logits)
+            # uint8: all_gather has no bool on every backend.
+            collected['mask'].append(batch['weights'].to(torch.uint8))
+        arrays = {k: torch.cat(v) for k, v in collected.items()}
+        if self.runtime.distributed:
+            for total in totals.values():
+                dist.all_reduce(total)
+            for k, tensor in arrays.items():
+                # Every rank's batches have the same padded shape (fixed budgets).
+                gathered = [torch.empty_like(tensor) for _ in range(self.runtime.world_size)]
+                dist.all_gather(gathered, tensor)
+                arrays[k] = torch.cat(gathered)
+        # The eval's host syncs.
+        count = float(totals['count'].item())
+        host = {k: v.cpu().numpy() for k, v in arrays.items()}
+        return {
+            'accuracy': float(totals['accuracy'].item()) / count,
+            'loss': float(totals['loss'].item()) / count,
+            'mean_average_precision': metrics.mean_average_precision(
+                host['labels'], host['logits'], host['mask']
+            ),
+        }
+
+    # ---- data ----------------------------------------------------------------------------------
+    def validate_data_dir(self, data_dir: str) -> None:
+        """Always fails for now: the real-data reader is not implemented."""
+        raise _not_available(data_dir)
+
+    def _build_input_queue(
+        self,
+        data_rng: spec.RandomState,
+        split: str,
+        data_dir: str,
+        global_batch_size: int,
+        cache: bool | None = None,
+        repeat_final_dataset: bool | None = None,
+        num_batches: int | None = None,
+    ) -> Iterator[dict[str, spec.Tensor]]:
+        del data_rng, split, global_batch_size, cache, repeat_final_dataset, num_batches
+        raise _not_available(data_dir)
+
+    def _build_synthetic_input_queue(
+        self, data_rng: spec.RandomState, split: str, global_batch_size: int
+    ) -> Iterator[dict[str, spec.Tensor]]:
+        """Endless device batches with the real layout and budgets: a few made once, then cycled.
+
+        Graphs have 13-39 nodes (mean 26) and 2·(nodes + 2) directed edges (mean 56,
+        each bond in both directions, as upstream's reader makes them) between random
+        nodes of the same graph; they are packed greedily under the node/edge/graph
+        budgets as `jraph.dynamically_batch` does, then padded. Node and edge features
+        are small non-negative integers stored as float32 (molpcba's are categorical);
+        half the labels are valid, a tenth of those positive.
+
+        Args:
+          data_rng: RandomState; its first word (plus the rank) seeds the generator.
+          split: any split (all batches have weights, as upstream's).
+          global_batch_size: average-sized graphs; divided by the world size.
+        """
+        del split
+        n = global_batch_size // self.runtime.world_size
+        gen = torch.Generator().manual_seed(int(data_rng[0]) + self.runtime.rank)
+        device = self.runtime.device
+        pool = [
+            {
+                k: v.to(device) if torch.is_tensor(v) else v
+                for k, v in synthetic_batch(n, gen).items()
+            }
+            for _ in range(_SYNTHETIC_POOL)
+        ]
+        for batch in pool:
+            batch['inputs'] = models.GraphsTuple(
+                *(None if t is None else t.to(device) for t in batch['inputs'])
+            )
+        return itertools.cycle(pool)
+
+
+def synthetic_batch(per_device_batch_size: int, gen: torch.Generator) -> dict:
+    """One padded CPU batch of random molecule-sized graphs (see the queue's docstring)."""
+    max_nodes, max_edges, max_graphs = batch_budgets(per_device_batch_size)
+    n_node = torch.randint(13, 40, (max_graphs - 1,), generator=gen)
+    n_edge = 2 * (n_node + 2)
+    # Greedy packing: graphs while the running sums fit (one node kept for padding).
+    fits = (torch.cumsum(n_node, 0) <= max_nodes - 1) & (torch.cumsum(n_edge, 0) <= max_edges)
+    k = int(fits.long().cumprod(0).sum())
+    n_node, n_edge = n_node[:k], n_edge[:k]
+    real_nodes, real_edges = int(n_node.sum()), int(n_edge.sum())
+
+    # Directed edges within each graph: the first half of a graph's edges, then reversed.
+    half = n_edge // 2
+    half_graph = torch.repeat_interleave(torch.arange(k), half)
+    offsets = torch.cumsum(n_node, 0) - n_node
+    size = n_node[half_graph]
+    a = offsets[half_graph] + (torch.rand(len(half_graph), generator=gen) * size).long()
+    b = offsets[half_graph] + (torch.rand(len(half_graph), generator=gen) * size).long()
+    edge_starts = torch.cumsum(n_edge, 0) - n_edge
+    senders = torch.empty(real_edges, dtype=torch.long)
+    receivers = torch.empty(real_edges, dtype=torch.long)
+    within = torch.arange(len(half_graph)) - (torch.cumsum(half, 0) - half)[half_graph]
+    first = edge_starts[half_graph] + within
+    senders[first], receivers[first] = a, b
+    senders[first + half[half_graph]], receivers[first + half[half_graph]] = b, a
+
+    # jraph.pad_with_graphs: one graph with all padding nodes/edges, then empty graphs.
+    pad_nodes, pad_edges, pad_graphs = (
+        max_nodes - real_nodes,
+        max_edges - real_edges,
+        max_graphs - k,
+    )
+    zeros = torch.zeros(pad_graphs - 1, dtype=torch.long)
+    n_node = torch.cat([n_node, torch.tensor([pad_nodes]), zeros])
+    n_edge = torch.cat([n_edge, torch.tensor([pad_edges]), zeros])
+    senders = torch.cat([senders, torch.full((pad_edges,), real_nodes)])
+    receivers = torch.cat([receivers, torch.full((pad_edges,), real_nodes)])
+    nodes = torch.cat(
+        [
+            torch.randint(0, 8, (real_nodes, models.NODE_FEATURES), generator=gen).float(),
+            torch.zeros(pad_nodes, models.NODE_FEATURES),
+        ]
+    )
+    edges = torch.cat(
+        [
+            torch.randint(0, 4, (real_edges, models.EDGE_FEATURES), generator=gen).float(),
+            torch.zeros(pad_edges, models.EDGE_FEATURES),
+        ]
+    )
+
+    labels = (torch.rand(max_graphs, NUM_OUTPUTS, generator=gen) < 0.1).float()
+    weights = torch.rand(max_graphs, NUM_OUTPUTS, generator=gen) < 0.5
+    weights[k:] = False  # Padding graphs.
+    labels = torch.where(weights, labels, 0.0)  # NaN labels and padding read 0, as upstream.
+    graph = models.GraphsTuple(nodes, edges, receivers, senders, None, n_node, n_edge)
+    return {'inputs': graph, 'targets': labels, 'weights': weights}
+
+
+class OgbgGeluWorkload(OgbgWorkload):
+    """GELU (tanh approximation) instead of ReLU."""
+
+    workload_spec = OGBG_GELU
+
+
+class OgbgSiluWorkload(OgbgWorkload):
+    """SiLU instead of ReLU."""
+
+    workload_spec = OGBG_SILU
+
+
+class OgbgModelSizeWorkload(OgbgWorkload):
+    """Latent 128, hidden (256, 256), 3 message-passing steps."""
+
+    workload_spec = OGBG_MODEL_SIZE
+    hidden_dims = (256, 256)
