@@ -114,7 +114,9 @@ class SpecWorkload(spec.Workload):
         return sorted(set(super().__dir__()) | set(self.workload_spec.extra))
 
     # Ours --------------------------------------------------------------------------------------
-    def _build_synthetic_input_queue(self, data_rng: spec.RandomState, split: str, global_batch_size: int):
+    def _build_synthetic_input_queue(
+        self, data_rng: spec.RandomState, split: str, global_batch_size: int
+    ):
         """Endless batches with this workload's exact keys, shapes and dtypes, made on the device.
 
         The contract every workload implements so that `algoperf profile --data synthetic`
@@ -122,6 +124,34 @@ class SpecWorkload(spec.Workload):
         DDP), random values, no host work or copies per batch after the first.
         """
         raise NotImplementedError(f'{self.workload_spec.name} has no synthetic data source yet.')
+
+    def _place_model(self, model):
+        """The common tail of init_model_fn: records param shapes/types, moves the model to
+        the runtime's device and wraps it in DDP when distributed. Returns the model to use."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        from algoperf import param_utils
+
+        self._param_shapes = param_utils.pytorch_param_shapes(model)
+        self._param_types = param_utils.pytorch_param_types(self._param_shapes)
+        model.to(self.runtime.device)
+        if self.runtime.distributed:
+            device_ids = [self.runtime.local_rank] if self.runtime.device.type == 'cuda' else None
+            model = DistributedDataParallel(model, device_ids=device_ids)
+        return model
+
+    @staticmethod
+    def _forward_context(model, mode: spec.ForwardPassMode):
+        """Sets train/eval mode for `mode`; returns no_grad() for EVAL, a null context otherwise."""
+        import contextlib
+
+        import torch
+
+        if mode == spec.ForwardPassMode.TRAIN:
+            model.train()
+        elif mode == spec.ForwardPassMode.EVAL:
+            model.eval()
+        return torch.no_grad() if mode == spec.ForwardPassMode.EVAL else contextlib.nullcontext()
 
     def validate_data_dir(self, data_dir: str) -> None:
         """Raise FileNotFoundError naming what is missing (before any log is written)."""

@@ -19,7 +19,6 @@ parsing everything and broadcasting all N shards to every rank.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import itertools
 import math
@@ -28,9 +27,8 @@ from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
-from algoperf import param_utils, spec
+from algoperf import spec
 from algoperf.workload_base import SpecWorkload
 from workloads.criteo1tb import models
 from workloads.criteo1tb.spec import (
@@ -96,13 +94,7 @@ class Criteo1TbDlrmSmallWorkload(SpecWorkload):
         # Upstream turns cudnn autotuning off here to avoid OOM errors; kept for parity.
         torch.backends.cudnn.benchmark = False
         model = self._build_model()
-        self._param_shapes = param_utils.pytorch_param_shapes(model)
-        self._param_types = param_utils.pytorch_param_types(self._param_shapes)
-        model.to(self.runtime.device)
-        if self.runtime.distributed:
-            device_ids = [self.runtime.local_rank] if self.runtime.device.type == 'cuda' else None
-            model = DDP(model, device_ids=device_ids)
-        return model, None
+        return self._place_model(model), None
 
     def is_output_params(self, param_key: spec.ParameterKey) -> bool:
         # Upstream's list, verbatim: 'top_mlp.4' is the third Linear of DlrmSmall (the
@@ -123,12 +115,7 @@ class Criteo1TbDlrmSmallWorkload(SpecWorkload):
         """[B, 39] inputs -> ([B, 1] logits, None); no_grad and eval mode in EVAL."""
         del model_state, rng, update_batch_norm
         model = params
-        if mode == spec.ForwardPassMode.EVAL:
-            model.eval()
-        if mode == spec.ForwardPassMode.TRAIN:
-            model.train()
-        context = torch.no_grad if mode == spec.ForwardPassMode.EVAL else contextlib.nullcontext
-        with context():
+        with self._forward_context(model, mode):
             logits = model(
                 augmented_and_preprocessed_input_batch['inputs'], dropout_rate=dropout_rate
             )

@@ -17,7 +17,6 @@ upstream's DDP queue gives them; train batches have none, as upstream.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import itertools
 import math
@@ -27,9 +26,8 @@ from collections.abc import Iterator
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel as DDP
 
-from algoperf import param_utils, spec
+from algoperf import spec
 from algoperf.workload_base import SpecWorkload
 from workloads.fastmri import models
 from workloads.fastmri.spec import (
@@ -71,13 +69,7 @@ class FastMRIWorkload(SpecWorkload):
         """
         torch.random.manual_seed(int(rng[0]))
         model = self._build_model()
-        self._param_shapes = param_utils.pytorch_param_shapes(model)
-        self._param_types = param_utils.pytorch_param_types(self._param_shapes)
-        model.to(self.runtime.device)
-        if self.runtime.distributed:
-            device_ids = [self.runtime.local_rank] if self.runtime.device.type == 'cuda' else None
-            model = DDP(model, device_ids=device_ids)
-        return model, None
+        return self._place_model(model), None
 
     def is_output_params(self, param_key: spec.ParameterKey) -> bool:
         # Upstream's names, verbatim: the final 1x1 conv of the 4-level U-Net. The
@@ -97,12 +89,7 @@ class FastMRIWorkload(SpecWorkload):
         """[B, 320, 320] inputs -> ([B, 320, 320] outputs, None); no_grad in EVAL."""
         del model_state, rng, update_batch_norm
         model = params
-        if mode == spec.ForwardPassMode.EVAL:
-            model.eval()
-        if mode == spec.ForwardPassMode.TRAIN:
-            model.train()
-        context = torch.no_grad if mode == spec.ForwardPassMode.EVAL else contextlib.nullcontext
-        with context():
+        with self._forward_context(model, mode):
             inputs = augmented_and_preprocessed_input_batch['inputs'].unsqueeze(1)
             outputs = model(inputs, dropout_rate=dropout_rate).squeeze(1)
         return outputs, None

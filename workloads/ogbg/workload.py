@@ -22,16 +22,14 @@ not implemented yet: `validate_data_dir` fails early, and `algoperf profile` run
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
-from algoperf import param_utils, spec
+from algoperf import spec
 from algoperf.workload_base import SpecWorkload
 from workloads.ogbg import metrics, models
 from workloads.ogbg.spec import OGBG, OGBG_GELU, OGBG_MODEL_SIZE, OGBG_SILU
@@ -86,13 +84,7 @@ class OgbgWorkload(SpecWorkload):
         """
         torch.random.manual_seed(int(rng[0]))
         model = self._build_model()
-        self._param_shapes = param_utils.pytorch_param_shapes(model)
-        self._param_types = param_utils.pytorch_param_types(self._param_shapes)
-        model.to(self.runtime.device)
-        if self.runtime.distributed:
-            device_ids = [self.runtime.local_rank] if self.runtime.device.type == 'cuda' else None
-            model = DDP(model, device_ids=device_ids)
-        return model, None
+        return self._place_model(model), None
 
     def is_output_params(self, param_key: spec.ParameterKey) -> bool:
         return param_key in ('decoder.weight', 'decoder.bias')
@@ -112,12 +104,7 @@ class OgbgWorkload(SpecWorkload):
         if model_state is not None:
             raise ValueError(f'Expected model_state to be None, received {model_state}.')
         model = params
-        if mode == spec.ForwardPassMode.TRAIN:
-            model.train()
-        elif mode == spec.ForwardPassMode.EVAL:
-            model.eval()
-        context = torch.no_grad if mode == spec.ForwardPassMode.EVAL else contextlib.nullcontext
-        with context():
+        with self._forward_context(model, mode):
             logits = model(
                 augmented_and_preprocessed_input_batch['inputs'], dropout_rate=dropout_rate
             )
