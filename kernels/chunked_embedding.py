@@ -78,11 +78,14 @@ def _use_ext(chunks: Sequence[torch.Tensor]) -> bool:
     )
 
 
-def _offsets(chunks: Sequence[torch.Tensor]) -> list[int]:
-    out = [0]
-    for c in chunks:
-        out.append(out[-1] + c.shape[0])
-    return out
+def _per_chunk(flat: torch.Tensor, chunks: Sequence[torch.Tensor]):
+    """Yields (k, positions of ``flat`` that fall in chunk k, their rows within chunk k)."""
+    start = 0
+    for k, c in enumerate(chunks):
+        stop = start + c.shape[0]
+        sel = ((flat >= start) & (flat < stop)).nonzero().squeeze(1)
+        yield k, sel, flat[sel] - start
+        start = stop
 
 
 def _grad_buffer(chunk: torch.Tensor, reuse: bool) -> torch.Tensor:
@@ -125,10 +128,8 @@ def _forward(indices: torch.Tensor, chunks: list[torch.Tensor], reuse: bool) -> 
         out = torch.empty(
             flat.numel(), chunks[0].shape[1], dtype=chunks[0].dtype, device=chunks[0].device
         )
-        offsets = _offsets(chunks)
-        for k, c in enumerate(chunks):
-            sel = ((flat >= offsets[k]) & (flat < offsets[k + 1])).nonzero().squeeze(1)
-            out[sel] = c.index_select(0, flat[sel] - offsets[k])
+        for k, sel, rows_k in _per_chunk(flat, chunks):
+            out[sel] = chunks[k].index_select(0, rows_k)
     return out.reshape(*indices.shape, chunks[0].shape[1])
 
 
@@ -148,11 +149,9 @@ def _backward(
     if _use_ext(chunks) and g.dtype == torch.float32:
         _ext.load_ext().chunked_embedding_backward(g, flat, grads)
         return grads
-    offsets = _offsets(chunks)
-    for k, gk in enumerate(grads):
-        gk.zero_()
-        sel = ((flat >= offsets[k]) & (flat < offsets[k + 1])).nonzero().squeeze(1)
-        gk.index_add_(0, flat[sel] - offsets[k], g[sel].to(gk.dtype))
+    for k, sel, rows_k in _per_chunk(flat, chunks):
+        grads[k].zero_()
+        grads[k].index_add_(0, rows_k, g[sel].to(grads[k].dtype))
     return grads
 
 
