@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     _list_parser(sub)
     sub.add_parser('score', add_help=False, help='Score log trees (time-to-target, profiles, benchmark scores).')
     _profile_parser(sub)
+    sub.add_parser('data', add_help=False, help="Prepare a workload's dataset (e.g. ogbg from the OGB release).")
     sub.add_parser('bench', add_help=False,
                    help='Run benchmark suites; regenerate their sections of benchmarks/RESULTS.md.')
     return parser
@@ -223,6 +224,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from algoperf.bench import main as bench_main
 
         return bench_main(argv[1:])
+    if argv and argv[0] == 'data':
+        # Each workload's own conversion tool, loaded by registered name.
+        from algoperf.data_cli import main as data_main
+
+        return data_main(argv[1:])
     if argv and argv[0] == 'score':
         # Scoring is its own package (numpy/pandas only); it parses its own flags.
         from scoring.cli import main as score_main

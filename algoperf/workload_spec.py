@@ -49,6 +49,9 @@ class WorkloadSpec:
         extra: further primitive workload properties upstream logs in meta_data
             (e.g. 'vocab_size'), keyed by property name.
         notes: provenance of the values, for `algoperf list` and the README.
+        data_tool: lazy import target of the `algoperf data <name>` command that
+            prepares this workload's data, 'module.path:function' (called with the
+            remaining argv and the program name; returns an exit code), or ''.
     """
 
     name: str
@@ -75,6 +78,7 @@ class WorkloadSpec:
     train_stddev: Any = None
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
     notes: str = ''
+    data_tool: str = ''
 
     _LOSS_TYPES = (
         'SOFTMAX_CROSS_ENTROPY',

@@ -200,7 +200,7 @@ def test_nadamw_baseline_lowers_the_loss_on_synthetic_batches():
     assert math.isfinite(after) and after < 0.85 * before, (before, after)
 
 
-def test_real_data_run_fails_early_with_nothing_written(tmp_path, capsys):
+def test_missing_data_fails_early_with_nothing_written(tmp_path, capsys):
     from algoperf import cli
 
     code = cli.main([
@@ -210,8 +210,7 @@ def test_real_data_run_fails_early_with_nothing_written(tmp_path, capsys):
     ])  # fmt: skip
     assert code == 2
     err = capsys.readouterr().err
-    assert "OGBG's real-data reader is not implemented yet" in err and str(tmp_path) in err
-    assert 'algoperf profile --workload=ogbg' in err
+    assert str(tmp_path / 'ogbg_molpcba' / 'format.json') in err and 'algoperf data ogbg' in err
     assert not (tmp_path / 'exp').exists()  # Nothing written.
-    with pytest.raises(registry.WorkloadNotAvailableError):
+    with pytest.raises(FileNotFoundError):
         _workload('ogbg_silu')._build_input_queue([0, 0], 'train', str(tmp_path), 8)

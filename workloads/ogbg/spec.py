@@ -49,6 +49,7 @@ OGBG = WorkloadSpec(
         'num_message_passing_steps': 5,
     },
     notes='upstream v0.6 (2c90454) OgbgWorkload; matches v0.6 meta_data logs',
+    data_tool='workloads.ogbg.convert:main',
 )
 
 OGBG_GELU = OGBG.variant(

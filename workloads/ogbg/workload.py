@@ -15,9 +15,9 @@ padding graph holding every padding node and edge (which all point at its first 
 then empty graphs; `targets` float32 [n + 1, 128] and `weights` bool [n + 1, 128]
 (False for NaN labels and padding graphs). Fixed shapes: a compiled model sees one.
 
-The real-data reader (TFDS `ogbg_molpcba:0.1.3` and its `algoperf data` conversion) is
-not implemented yet: `validate_data_dir` fails early, and `algoperf profile` runs on
-`_build_synthetic_input_queue`.
+Real data: `input_pipeline.py` reads the `.npy` columns `algoperf data ogbg` converts
+from the OGB release (see `convert.py`); `algoperf profile` can run on
+`_build_synthetic_input_queue` instead.
 """
 
 from __future__ import annotations
@@ -31,28 +31,12 @@ import torch.distributed as dist
 
 from algoperf import spec
 from algoperf.workload_base import SpecWorkload
-from workloads.ogbg import metrics, models
+from workloads.ogbg import input_pipeline, metrics, models
 from workloads.ogbg.spec import OGBG, OGBG_GELU, OGBG_MODEL_SIZE, OGBG_SILU
 
 NUM_OUTPUTS = 128  # molpcba tasks.
-AVG_NODES_PER_GRAPH = 26  # Upstream's budgets per average-sized graph.
-AVG_EDGES_PER_GRAPH = 56
 _SYNTHETIC_POOL = 4  # Distinct synthetic batches, cycled.
-
-
-def batch_budgets(per_device_batch_size: int) -> tuple[int, int, int]:
-    """(nodes, edges, graphs) of every padded batch: upstream's `dynamically_batch` budgets."""
-    n = per_device_batch_size
-    return AVG_NODES_PER_GRAPH * n + 1, AVG_EDGES_PER_GRAPH * n, n + 1
-
-
-def _not_available(data_dir: str):
-    from algoperf.registry import WorkloadNotAvailableError
-
-    return WorkloadNotAvailableError(
-        f"--data_dir={data_dir}: OGBG's real-data reader is not implemented yet; "
-        '`algoperf profile --workload=ogbg` runs on synthetic batches.'
-    )
+batch_budgets = input_pipeline.batch_budgets
 
 
 class OgbgWorkload(SpecWorkload):
@@ -160,11 +144,16 @@ class OgbgWorkload(SpecWorkload):
         host from every rank's logits, labels and masks.
         """
         del global_step
-        num_batches = math.ceil(num_examples / global_batch_size)
         if split not in self._eval_iters:
             self._eval_iters[split] = self._build_input_queue(
-                rng, split, data_dir, global_batch_size
+                rng, split, data_dir, global_batch_size, num_examples=num_examples
             )
+        queue = self._eval_iters[split]
+        # The real reader's queue knows its pass length (the split once); others (synthetic
+        # batches) get upstream's count of global batches.
+        num_batches = getattr(
+            queue, 'batches_per_pass', math.ceil(num_examples / global_batch_size)
+        )
         device = self.runtime.device
         totals = {
             k: torch.zeros((), dtype=torch.float64, device=device)
@@ -172,7 +161,7 @@ class OgbgWorkload(SpecWorkload):
         }
         collected = {'labels': [], 'logits': [], 'mask': []}
         for _ in range(num_batches):
-            batch = next(self._eval_iters[split])
+            batch = next(queue)
             logits, _ = self.model_fn(
                 params, batch, model_state, spec.ForwardPassMode.EVAL, rng, False
             )
@@ -204,8 +193,9 @@ class OgbgWorkload(SpecWorkload):
 
     # ---- data ----------------------------------------------------------------------------------
     def validate_data_dir(self, data_dir: str) -> None:
-        """Always fails for now: the real-data reader is not implemented."""
-        raise _not_available(data_dir)
+        """Fails before any log is written when the converted splits are missing."""
+        for split in input_pipeline.SPLITS:
+            input_pipeline.load_split(data_dir, split)
 
     def _build_input_queue(
         self,
@@ -216,9 +206,46 @@ class OgbgWorkload(SpecWorkload):
         cache: bool | None = None,
         repeat_final_dataset: bool | None = None,
         num_batches: int | None = None,
+        num_examples: int | None = None,
     ) -> Iterator[dict[str, spec.Tensor]]:
-        del data_rng, split, global_batch_size, cache, repeat_final_dataset, num_batches
-        raise _not_available(data_dir)
+        """This rank's device batches: endless for train, one cycled pass for eval splits.
+
+        Args:
+          data_rng: its first word seeds the shuffles (train; eval_train's subset).
+          split: 'train', 'eval_train', 'validation' or 'test'.
+          data_dir: holds `ogbg_molpcba/` as `algoperf data ogbg` writes it.
+          global_batch_size: average-sized graphs; each rank packs global // world_size.
+          cache, repeat_final_dataset, num_batches: upstream's arguments, unused (eval
+            batches are always kept on the device and cycled, as upstream's eval iterators).
+          num_examples: graphs an eval pass reads (default: the whole split).
+        """
+        del cache, repeat_final_dataset, num_batches
+        n = global_batch_size // self.runtime.world_size
+        rank, world = self.runtime.rank, self.runtime.world_size
+        graphs = input_pipeline.load_split(data_dir, split)
+        seed = int(data_rng[0])
+        if split == 'train':
+            return self._on_device(input_pipeline.train_batches(graphs, seed, n, rank, world))
+        count = len(graphs) if num_examples is None else min(num_examples, len(graphs))
+        ids = input_pipeline.eval_ids(graphs, split, seed, count)
+        batches = list(self._on_device(input_pipeline.eval_batches(graphs, ids, n, rank, world)))
+        return _EvalQueue(batches)
+
+    def _on_device(self, batches: Iterator[dict]) -> Iterator[dict[str, spec.Tensor]]:
+        device = self.runtime.device
+        pin = device.type == 'cuda'
+
+        def move(t):
+            if t is None:
+                return None
+            return (t.pin_memory() if pin else t).to(device, non_blocking=pin)
+
+        for batch in batches:
+            yield {
+                'inputs': models.GraphsTuple(*(move(t) for t in batch['inputs'])),
+                'targets': move(batch['targets']),
+                'weights': move(batch['weights']),
+            }
 
     def _build_synthetic_input_queue(
         self, data_rng: spec.RandomState, split: str, global_batch_size: int
@@ -311,6 +338,20 @@ def synthetic_batch(per_device_batch_size: int, gen: torch.Generator) -> dict:
     labels = torch.where(weights, labels, 0.0)  # NaN labels and padding read 0, as upstream.
     graph = models.GraphsTuple(nodes, edges, receivers, senders, None, n_node, n_edge)
     return {'inputs': graph, 'targets': labels, 'weights': weights}
+
+
+class _EvalQueue:
+    """Cycles one eval pass's batches (kept on the device); knows the pass length."""
+
+    def __init__(self, batches: list[dict]):
+        self.batches_per_pass = len(batches)
+        self._cycle = itertools.cycle(batches)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        return next(self._cycle)
 
 
 class OgbgGeluWorkload(OgbgWorkload):
