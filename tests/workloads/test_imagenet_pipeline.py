@@ -128,3 +128,47 @@ def test_dali_crop_and_flip_statistics_match_the_reference_sampler(tmp_path):
     assert area.pvalue > 1e-3 and aspect.pvalue > 1e-3, (area, aspect)
     # Flip rate 0.5 within 4 standard errors (sd 0.5 / sqrt(1280) = 0.014).
     assert abs(np.mean(flips) - 0.5) < 4 * 0.5 / np.sqrt(n)
+
+
+# ---- queues --------------------------------------------------------------------------------------
+def test_mixup_is_upstreams_convex_mix_with_the_previous_example():
+    from workloads.imagenet_resnet.queues import mixup
+
+    x = torch.randn(4, 3, 2, 2)
+    y = torch.tensor([1, 2, 3, 4])
+    mixed, soft = mixup(x, y, 0.3, num_classes=6)
+    torch.testing.assert_close(mixed[1], 0.3 * x[1] + 0.7 * x[0])
+    torch.testing.assert_close(mixed[0], 0.3 * x[0] + 0.7 * x[3])  # roll(1, 0) wraps around.
+    assert soft.shape == (4, 6) and torch.allclose(soft.sum(1), torch.ones(4))
+    assert soft[1, 2] == pytest.approx(0.3) and soft[1, 1] == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize('backend', [pytest.param('dali', marks=dali), 'pil'])
+def test_eval_queue_pads_with_weights_and_repeats_the_same_pass(data_dir, backend):
+    from workloads.imagenet_resnet.queues import imagenet_queue
+
+    # 9 validation images, global batch 4 over 2 ranks: 3 batches per pass of 2 per rank.
+    queues = [imagenet_queue('validation', data_dir, 0, 4, rank=r, world_size=2, backend=backend,
+                             num_workers=0) for r in range(2)]  # fmt: skip
+    passes = [[next(q) for _ in range(6)] for q in queues]
+    weights = [[b['weights'].tolist() for b in p[:3]] for p in passes]
+    assert weights == [[[1, 1], [1, 1], [1, 0]], [[1, 1], [1, 1], [0, 0]]]
+    labels = torch.cat(
+        [torch.cat([passes[0][k]['targets'], passes[1][k]['targets']]) for k in range(3)]
+    )
+    assert labels[:9].tolist() == ip.split_images('validation', data_dir).labels.tolist()
+    for p in passes:  # The second pass is the first again (deterministic eval transforms).
+        assert all(torch.equal(a['inputs'], b['inputs']) for a, b in zip(p[:3], p[3:]))
+
+
+def test_train_queue_with_mixup_gives_soft_targets(data_dir):
+    from workloads.imagenet_resnet.queues import imagenet_queue, resolve_backend
+
+    batch = next(
+        imagenet_queue('train', data_dir, 0, 4, backend='pil', num_workers=0, use_mixup=True)
+    )
+    assert batch['targets'].shape == (4, 1000) and torch.allclose(
+        batch['targets'].sum(1), torch.ones(4)
+    )
+    with pytest.raises(ValueError, match="backend 'gpu'"):
+        resolve_backend('gpu')
