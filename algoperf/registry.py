@@ -138,6 +138,13 @@ def register(spec: WorkloadSpec, overwrite: bool = False) -> None:
     _EXTRA_SPECS[spec.name] = spec
 
 
+def unregister(name: str) -> None:
+    """Remove a workload added with `register` (built-in workloads stay)."""
+    if name in _SPEC_MODULES and name not in _EXTRA_SPECS:
+        raise ValueError(f'Workload {name!r} is built in; only registered ones can be removed.')
+    _EXTRA_SPECS.pop(name, None)
+
+
 def get_workload_class(name: str) -> type:
     """Import and return the class implementing a registered workload."""
     spec = get_spec(name)

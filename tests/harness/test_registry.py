@@ -85,8 +85,16 @@ def test_get_workload_returns_ready_instance():
 
 
 def test_unimplemented_workload_says_so():
-    with pytest.raises(registry.WorkloadNotAvailableError, match='not part of this build'):
-        registry.get_workload('wmt')
+    spec = registry.get_spec('wmt').variant(name='wmt_unbuilt', impl='workloads.wmt_unbuilt.workload:X')
+    registry.register(spec)
+    try:
+        with pytest.raises(registry.WorkloadNotAvailableError, match='not part of this build'):
+            registry.get_workload('wmt_unbuilt')
+    finally:
+        registry.unregister('wmt_unbuilt')
+    assert 'wmt_unbuilt' not in registry.list_workloads()
+    with pytest.raises(ValueError, match='built in'):
+        registry.unregister('wmt')
 
 
 def test_list_json(capsys):

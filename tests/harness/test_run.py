@@ -175,7 +175,7 @@ def every_step_digits():
     spec = dataclasses.replace(DIGITS, name='digits_every_step', eval_period_time_sec=0)
     registry.register(spec, overwrite=True)
     yield spec.name
-    registry._EXTRA_SPECS.pop(spec.name, None)
+    registry.unregister(spec.name)
 
 
 def _eval_rows(tmp_path, name, workload):

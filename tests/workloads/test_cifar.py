@@ -41,7 +41,7 @@ TINY = CIFAR.variant(
 def _tiny_spec_registered():
     registry.register(TINY, overwrite=True)
     yield
-    registry._EXTRA_SPECS.pop(TINY.name, None)
+    registry.unregister(TINY.name)
 
 
 def _workload(name='cifar_fixture', runtime=CPU):
