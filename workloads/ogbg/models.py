@@ -14,8 +14,10 @@ Differences, none of them numeric beyond summation order:
 - Upstream's per-graph broadcasts use `repeat_interleave(g, n_node)`, whose output
   shape depends on tensor values. Here each node's and edge's graph index comes from
   `searchsorted` on the cumulative counts (static shapes), and the broadcast is a gather
-  `g[graph_index]`: the same values, and traceable by torch.compile without graph
-  breaks. Sums use `index_add_` (upstream: `scatter_add_`; both atomic-add on CUDA).
+  `g.index_select(0, graph_index)`: the same values, and traceable by torch.compile
+  without graph breaks. Gathers use `index_select` (backward: `index_add_`) and sums
+  `index_add_` (upstream: `x[i]` and torch_scatter's `scatter_add_` over an expanded
+  index; all atomic-add on CUDA).
 """
 
 from __future__ import annotations
@@ -188,14 +190,24 @@ class GraphNetwork(nn.Module):
         node_graph = graph_index(n_node, num_nodes)
         edge_graph = graph_index(n_edge, num_edges)
 
+        # index_select, not `nodes[senders]`: same values, but its backward is an index_add_,
+        # cheaper on CPU than advanced indexing's accumulating put (bench_ogbg_step.py).
         edge_inputs = torch.cat(
-            [edges, nodes[senders], nodes[receivers], globals_[edge_graph]], dim=-1
+            [
+                edges,
+                nodes.index_select(0, senders),
+                nodes.index_select(0, receivers),
+                globals_.index_select(0, edge_graph),
+            ],
+            dim=-1,
         )
         edges = self.update_edge_fn(edge_inputs, dropout_rate)
 
         sent = scatter_sum(edges, senders, num_nodes)
         received = scatter_sum(edges, receivers, num_nodes)
-        node_inputs = torch.cat([nodes, sent, received, globals_[node_graph]], dim=-1)
+        node_inputs = torch.cat(
+            [nodes, sent, received, globals_.index_select(0, node_graph)], dim=-1
+        )
         nodes = self.update_node_fn(node_inputs, dropout_rate)
 
         node_sums = scatter_sum(nodes, node_graph, n_graph)
