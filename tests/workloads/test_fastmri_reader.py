@@ -124,6 +124,23 @@ def test_preprocessing_matches_the_formulas(data_dir, split):
             )
 
 
+@pytest.mark.parametrize('shape', [(640, 368), (640, 369), (641, 372), (639, 355)])
+def test_even_and_odd_sizes_match_the_formulas(shape):
+    # Even sizes skip the shifts (checkerboard modulation); odd ones roll: both must agree
+    # with the float64 oracle's explicit ifftshift / fftshift.
+    rng = np.random.default_rng(shape[1])
+    kspace = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+    target = rng.random((320, 320)).astype(np.float32)
+    uniform = rng.random(shape[1], dtype=np.float32)
+    got, want = (
+        ip.process_slice(kspace, target, 2.0, uniform),
+        _oracle(kspace, target, 2.0, uniform),
+    )
+    for key in KEYS:
+        torch.testing.assert_close(got[key].double(), torch.as_tensor(want[key], dtype=torch.float64),
+                                   rtol=1e-4, atol=1e-4 * (1.0 if key in ('inputs', 'targets') else abs(want[key])))  # fmt: skip
+
+
 def test_full_sampling_reconstructs_the_target(data_dir):
     # The fixture's target is the centre crop of the image whose centred ortho FFT is the
     # k-space, so an all-ones mask must give inputs == targets: checks shifts and crop.

@@ -47,6 +47,7 @@ Deliberate differences (upstream's randomness is TF's and not reproducible witho
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 from collections import OrderedDict
@@ -116,10 +117,22 @@ def mask_rng(split: str, data_rng, example_index: int) -> np.random.Generator:
     return np.random.default_rng([EVAL_SEED, EVAL_SEED])
 
 
+@functools.lru_cache(maxsize=16)
+def _checkerboard(height: int, width: int) -> np.ndarray:
+    """float32 (-1)^(i + j): moves the zero frequency like ifftshift/fftshift on even sizes."""
+    return np.where((np.arange(height)[:, None] + np.arange(width)) % 2 == 0, 1, -1).astype(
+        np.float32
+    )
+
+
 def process_slice(
     kspace: np.ndarray, target: np.ndarray, volume_max: float, uniform: np.ndarray
 ) -> dict[str, torch.Tensor]:
     """One slice -> {'inputs', 'targets' [320, 320], 'mean', 'std', 'volume_max' []} float32.
+
+    numpy (pocketfft, one thread per call): per-slice work is ~2 ms, too small for torch's
+    thread pool, which slowed it 2-20x when cores were shared (benchmarks/workloads/
+    bench_fastmri_pipeline.py).
 
     Args:
         kspace: complex64 [H, W] k-space of the slice.
@@ -128,24 +141,26 @@ def process_slice(
         uniform: float32 [W] uniforms in [0, 1) for the random part of the column mask.
     """
     h_full, w_full = kspace.shape
-    mask = torch.from_numpy(sample_mask(w_full, uniform)).to(torch.complex64)
-    masked = torch.from_numpy(np.ascontiguousarray(kspace, dtype=np.complex64)) * mask
-    shifted = torch.fft.ifftshift(masked, dim=(0, 1))
+    masked = np.asarray(kspace, dtype=np.complex64) * sample_mask(w_full, uniform)
     # ifft2d divides by H*W; upstream then multiplies by sqrt(H*W): the orthonormal inverse.
-    image = torch.fft.fftshift(torch.fft.ifft2(shifted, norm='ortho'), dim=(0, 1))
+    if h_full % 2 == 0 and w_full % 2 == 0:
+        # For even sizes fftshift(ifft2(ifftshift(x)))[n] = (-1)^(n - N/2) ifft2(x (-1)^k)[n]
+        # per axis; the sign vanishes in the magnitude, so no array is rolled.
+        image = np.fft.ifft2(masked * _checkerboard(h_full, w_full), norm='ortho')
+    else:
+        image = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(masked), norm='ortho'))
     th, tw = target.shape
     top, left = (h_full - th) // 2, (w_full - tw) // 2
-    crop = image[top : top + th, left : left + tw]
-    magnitude = torch.sqrt(crop.real**2 + crop.imag**2)
-    mean = magnitude.mean()
-    std = magnitude.std(correction=0)  # tf.math.reduce_std: population std, no epsilon
-    inputs = ((magnitude - mean) / std).clamp(-CLIP, CLIP)
-    targets = ((torch.from_numpy(np.asarray(target, np.float32)) - mean) / std).clamp(-CLIP, CLIP)
+    magnitude = np.abs(image[top : top + th, left : left + tw]).astype(np.float32)
+    mean = magnitude.mean(dtype=np.float32)
+    std = magnitude.std(dtype=np.float32)  # tf.math.reduce_std: population std, no epsilon
+    inputs = np.clip((magnitude - mean) / std, -CLIP, CLIP)
+    targets = np.clip((np.asarray(target, np.float32) - mean) / std, -CLIP, CLIP)
     return {
-        'inputs': inputs,
-        'targets': targets,
-        'mean': mean,
-        'std': std,
+        'inputs': torch.from_numpy(inputs),
+        'targets': torch.from_numpy(targets),
+        'mean': torch.tensor(mean, dtype=torch.float32),
+        'std': torch.tensor(std, dtype=torch.float32),
         'volume_max': torch.tensor(volume_max, dtype=torch.float32),
     }
 
@@ -304,7 +319,9 @@ def _open_h5(path: str) -> h5py.File:
     try:
         return h5py.File(path, 'r')
     except OSError as e:
-        raise ValueError(f'fastmri: {path} is not a readable HDF5 file ({e}); expected {LAYOUT}') from e
+        raise ValueError(
+            f'fastmri: {path} is not a readable HDF5 file ({e}); expected {LAYOUT}'
+        ) from e
 
 
 def get_fastmri_dataset(

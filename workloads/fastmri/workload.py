@@ -46,6 +46,10 @@ class FastMRIWorkload(SpecWorkload):
     """U-Net on fastMRI knee single-coil (upstream `FastMRIWorkload`)."""
 
     workload_spec = FASTMRI
+    # Speed switch (models.py, "Speed switch"): InstanceNorm2d as F.group_norm on CPU
+    # tensors; no parameter changes, same math to float rounding. Set False for the
+    # stock instance_norm path everywhere.
+    fast_instance_norm = True
 
     # ---- model ---------------------------------------------------------------------------------
     def _build_model(self) -> torch.nn.Module:
@@ -56,6 +60,7 @@ class FastMRIWorkload(SpecWorkload):
             num_channels=extra['num_channels'],
             use_tanh=extra['use_tanh'],
             use_layer_norm=extra['use_layer_norm'],
+            fast_instance_norm=self.fast_instance_norm,
         )
 
     def init_model_fn(self, rng: spec.RandomState) -> spec.ModelInitState:
