@@ -27,6 +27,14 @@ def tools() -> dict[str, str]:
     return found
 
 
+def _dataset_alias(name: str, available: dict[str, str]) -> str | None:
+    """A dataset name shared by workloads with one tool ('librispeech' -> its two workloads)."""
+    matches = {base: tool for base, tool in available.items() if base.startswith(name + '_')}
+    if matches and len(set(matches.values())) == 1:
+        return min(matches)
+    return None
+
+
 def _usage(available: dict[str, str]) -> str:
     lines = ['usage: algoperf data <workload> [options]   (<workload> --help for its options)', '']
     lines.append('Workloads with a data tool:')
@@ -44,8 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         base = registry.get_spec(name).base_workload
     except registry.UnknownWorkloadError as e:
-        print(f'algoperf data: error: {e}', file=sys.stderr)
-        return 2
+        base = _dataset_alias(name, available)
+        if base is None:
+            print(f'algoperf data: error: {e}', file=sys.stderr)
+            return 2
     if base not in available:
         print(
             f'algoperf data: error: {name!r} has no data tool; its reader takes the dataset as '

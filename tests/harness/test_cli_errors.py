@@ -5,14 +5,13 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from algoperf import cli
 from algoperf.config import ConfigError, RunConfig
 from algoperf.experiment import Experiment
 from algoperf.progress import Progress
 from algoperf.runtime import Runtime
-
-import torch
 
 BASELINE = 'submissions/baselines/nadamw/submission.py'
 DATA = os.path.join(os.path.dirname(__file__), '..', 'data', 'submissions')
@@ -44,8 +43,12 @@ def _run(tmp_path, capsys, *flags):
             ['missing_function.py', 'missing required function(s): update_params, data_selection'],
         ),
         (
-            ['--workload=criteo1tb', f'--submission_path={BASELINE}', '--tuning_ruleset=self',
-             '--data_dir=/nonexistent/criteo'],
+            [
+                '--workload=criteo1tb',
+                f'--submission_path={BASELINE}',
+                '--tuning_ruleset=self',
+                '--data_dir=/nonexistent/criteo',
+            ],
             ['--data_dir=/nonexistent/criteo: directory not found (Criteo 1TB)'],
         ),
         (
@@ -88,10 +91,15 @@ def _run(tmp_path, capsys, *flags):
             ['--data_dir=/nonexistent/mnist: directory not found'],
         ),
         (
-            ['--workload=wmt', f'--submission_path={BASELINE}', '--tuning_ruleset=self'],
             [
-                "Workload 'wmt' is registered, but its implementation",
-                'not part of this build',
+                '--workload=wmt',
+                f'--submission_path={BASELINE}',
+                '--tuning_ruleset=self',
+                '--data_dir=/nonexistent/wmt',
+            ],
+            [
+                '--data_dir=/nonexistent/wmt: /nonexistent/wmt/wmt_de_en/format.json not found',
+                '`algoperf data wmt',
             ],
         ),
         (

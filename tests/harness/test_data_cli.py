@@ -26,3 +26,11 @@ def test_unknown_workload_and_workload_without_a_tool(capsys):
     assert cli.main(['data', 'mnist']) == 2
     err = capsys.readouterr().err
     assert "'mnist' has no data tool" in err and 'ogbg' in err
+
+
+def test_a_dataset_name_shared_by_workloads_with_one_tool(capsys):
+    tools = data_cli.tools()
+    assert tools['librispeech_conformer'] == tools['librispeech_deepspeech']
+    assert cli.main(['data', 'librispeech', '--raw_dir=/nonexistent', '--data_dir=/tmp/x']) == 2
+    assert '/nonexistent' in capsys.readouterr().err
+    assert cli.main(['data', 'imagenet']) == 2  # imagenet_* have no tool: no alias.

@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 
 from algoperf import registry, spec
-from algoperf.registry import WorkloadNotAvailableError
 from algoperf.runtime import Runtime
 from submissions.optimizers.nadamw import NAdamW
 from workloads.librispeech_conformer import metrics
@@ -139,8 +138,10 @@ def test_synthetic_queue_has_upstreams_layout():
 
 
 @pytest.mark.parametrize('name', ['librispeech_conformer', 'librispeech_deepspeech'])
-def test_real_data_is_not_available_yet(name, tmp_path):
-    with pytest.raises(WorkloadNotAvailableError, match='real-data reader not implemented yet'):
+def test_missing_data_names_the_tokenizer_and_the_tool(name, tmp_path):
+    with pytest.raises(
+        FileNotFoundError, match='spm_model.vocab not found.*algoperf data librispeech'
+    ):
         _workload(name).validate_data_dir(str(tmp_path))
 
 

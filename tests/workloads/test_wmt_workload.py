@@ -98,10 +98,12 @@ def test_synthetic_eval_batches():
     torch.testing.assert_close(batch['weights'], (batch['targets'] > 0).long(), rtol=0, atol=0)
 
 
-def test_real_data_is_not_available_yet(tmp_path):
-    with pytest.raises(registry.WorkloadNotAvailableError, match='WMT real-data reader not'):
+def test_missing_data_names_the_format_file_and_the_tool(tmp_path):
+    with pytest.raises(
+        FileNotFoundError, match='wmt_de_en/format.json not found.*algoperf data wmt'
+    ):
         _workload().validate_data_dir(str(tmp_path))
-    with pytest.raises(registry.WorkloadNotAvailableError):
+    with pytest.raises(FileNotFoundError, match='wmt_sentencepiece_model not found'):
         _workload('wmt_glu_tanh')._build_input_queue([0, 0], 'train', str(tmp_path), 8)
 
 

@@ -21,6 +21,7 @@ LIBRISPEECH_CONFORMER = WorkloadSpec(
     validation_target_value=0.085884,
     test_target_value=0.052981,
     loss_type='CTC_LOSS',
+    data_tool='workloads.librispeech_conformer.convert:main',  # Upstream's preprocessed layout.
     max_allowed_runtime_sec=58_015,
     eval_period_time_sec=1_440,
     # v0.6 value (spec §6.0, v0.6 logs); the stored upstream base file (commit

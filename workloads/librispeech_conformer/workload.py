@@ -21,9 +21,13 @@ backend globally); the explicit-softmax reference stays switchable and is
 parity-tested. No global backend flags are changed. The decode and loss have no
 host syncs of their own (PyTorch's `ctc_loss` still copies the lengths to the host).
 
-Not yet: the real-data reader and the SentencePiece tokenizer. `validate_data_dir`
-raises `WorkloadNotAvailableError`; WER is computed with `detokenize` (a constructor
-argument; default: token ids as words, i.e. a token error rate) until then.
+Real data: `input_pipeline.py` reads upstream's preprocessed layout (`algoperf data
+librispeech` writes it, see `convert.py`), per rank. WER detokenizes with the
+SentencePiece model `tokenizer_vocab_path` (upstream's constructor argument) or, when
+none was given, `<data_dir>/spm_model.vocab` once the data is first read; a
+`detokenize` constructor argument overrides both (without either: token ids as words).
+Eval passes are padded to full global batches with weight-0 copies (`'weights'`),
+which the eval masks out of the loss and WER (upstream's batches had no padding).
 `algoperf profile` can run on `_build_synthetic_input_queue`.
 """
 
@@ -32,15 +36,15 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import os
 from collections.abc import Callable, Iterator
 
 import torch
 import torch.distributed as dist
 
 from algoperf import pytorch_utils, spec
-from algoperf.registry import WorkloadNotAvailableError
 from algoperf.workload_base import SpecWorkload
-from workloads.librispeech_conformer import metrics, models
+from workloads.librispeech_conformer import input_pipeline, metrics, models
 from workloads.librispeech_conformer.spec import (
     LIBRISPEECH_CONFORMER,
     LIBRISPEECH_CONFORMER_ATTENTION_TEMPERATURE,
@@ -48,8 +52,8 @@ from workloads.librispeech_conformer.spec import (
     LIBRISPEECH_CONFORMER_LAYERNORM,
 )
 
-MAX_INPUT_LENGTH = 320_000  # Samples: 20 s at 16 kHz.
-MAX_TARGET_LENGTH = 256  # Token ids.
+MAX_INPUT_LENGTH = input_pipeline.MAX_INPUT_LENGTH  # Samples: 20 s at 16 kHz.
+MAX_TARGET_LENGTH = input_pipeline.MAX_TARGET_LENGTH  # Token ids.
 VOCAB_SIZE = 1024
 _SYNTHETIC_POOL = 4  # Distinct synthetic batches, cycled.
 
@@ -59,10 +63,11 @@ class LibriSpeechConformerWorkload(SpecWorkload):
 
     Args:
       runtime: device, rank and world size (default: from the environment).
-      tokenizer_vocab_path: upstream's SentencePiece model path (not loaded yet).
+      tokenizer_vocab_path: upstream's SentencePiece model path (default: the data's).
       use_specaug: SpecAugment in training (upstream's constructor argument).
       use_sdpa: attention through SDPA (default True) or the explicit reference.
-      detokenize: ids -> text for WER (default: ids as words).
+      detokenize: ids -> text for WER (default: the SentencePiece model; ids as words
+        until one is known).
     """
 
     workload_spec = LIBRISPEECH_CONFORMER
@@ -80,6 +85,9 @@ class LibriSpeechConformerWorkload(SpecWorkload):
         self.tokenizer_vocab_path = tokenizer_vocab_path
         self._use_specaug = use_specaug
         self.use_sdpa = use_sdpa
+        self._detokenize_fixed = detokenize is not None or tokenizer_vocab_path is not None
+        if detokenize is None and tokenizer_vocab_path is not None:
+            detokenize = input_pipeline.Detokenizer(tokenizer_vocab_path)
         self.detokenize = detokenize or metrics.token_ids_to_text
         self._eval_num_workers: int | None = None  # Set by the runner.
         self.requires_sync_before_eval = False
@@ -205,36 +213,46 @@ class LibriSpeechConformerWorkload(SpecWorkload):
         data_dir: str,
         global_step: int = 0,
     ) -> dict[str, float]:
-        """{'ctc_loss', 'wer'} over ceil(num_examples / global_batch_size) batches.
+        """{'ctc_loss', 'wer'} over one pass of the split's batches.
 
-        ctc_loss = summed loss / summed valid examples; wer = summed word errors /
-        summed reference words, both over all ranks.
+        The real reader's queue knows its pass length (ceil(N / global_batch_size)
+        global batches, the last padded with weight-0 examples, which are left out of
+        the loss and WER); others (synthetic) get upstream's ceil(num_examples /
+        global_batch_size). ctc_loss = summed loss / summed valid examples; wer = summed
+        word errors / summed reference words, both over all ranks.
         """
         del global_step
         if split not in self._eval_iters:
             self._eval_iters[split] = self._build_input_queue(
-                rng, split, data_dir, global_batch_size=global_batch_size
-            )
+                rng, split, data_dir, global_batch_size=global_batch_size,
+                num_examples=num_examples,
+            )  # fmt: skip
+        queue = self._eval_iters[split]
+        num_batches = getattr(queue, 'batches_per_pass', None) or math.ceil(
+            num_examples / global_batch_size
+        )
         if self.requires_sync_before_eval:
             self._sync_state_dict(params)
         device = self.runtime.device
         totals = torch.zeros(4, dtype=torch.float64, device=device)
-        for _ in range(math.ceil(num_examples / global_batch_size)):
-            batch = next(self._eval_iters[split])
+        for _ in range(num_batches):
+            batch = next(queue)
             (logits, logit_paddings), _ = self.model_fn(
                 params, batch, model_state, spec.ForwardPassMode.EVAL, rng, False
             )
             targets, target_paddings = batch['targets']
-            loss = self.loss_fn((targets, target_paddings), (logits, logit_paddings))
+            weights = batch.get('weights')
+            loss = self.loss_fn((targets, target_paddings), (logits, logit_paddings), weights)
+            if weights is not None:  # A padding copy of an infeasible example: inf * 0.
+                keep = weights.to(loss['per_example'].device) > 0
+                loss['summed'] = torch.where(keep, loss['per_example'], 0.0).sum()
             decoded, decoded_paddings = self.greedy_decode(logits, logit_paddings)
             # The eval's host syncs: WER is computed on the host.
-            word_errors, num_words = metrics.compute_wer(
-                decoded.cpu().numpy(),
-                decoded_paddings.cpu().numpy(),
-                targets.cpu().numpy(),
-                target_paddings.cpu().numpy(),
-                self.detokenize,
-            )
+            host = [t.cpu().numpy() for t in (decoded, decoded_paddings, targets, target_paddings)]
+            if weights is not None:
+                keep = weights.cpu().numpy() > 0
+                host = [a[keep] for a in host]
+            word_errors, num_words = metrics.compute_wer(*host, self.detokenize)
             totals += torch.stack([
                 loss['summed'].double(),
                 loss['n_valid_examples'].double(),
@@ -248,10 +266,8 @@ class LibriSpeechConformerWorkload(SpecWorkload):
 
     # ---- data ----------------------------------------------------------------------------------
     def validate_data_dir(self, data_dir: str) -> None:
-        raise WorkloadNotAvailableError(
-            f'{self.workload_spec.name}: the LibriSpeech real-data reader not implemented yet '
-            '(use synthetic data, e.g. `algoperf profile --data synthetic`).'
-        )
+        """Fails before any log is written when the preprocessed layout is missing."""
+        input_pipeline.validate(data_dir)
 
     def _build_input_queue(
         self,
@@ -262,10 +278,64 @@ class LibriSpeechConformerWorkload(SpecWorkload):
         cache: bool | None = None,
         repeat_final_dataset: bool | None = None,
         num_batches: int | None = None,
+        num_examples: int | None = None,
     ) -> Iterator[dict]:
-        del data_rng, split, global_batch_size, cache, repeat_final_dataset, num_batches
-        self.validate_data_dir(data_dir)
-        raise AssertionError('unreachable')
+        """This rank's device batches: endless for train, one cycled pass for eval splits.
+
+        Args:
+          data_rng: its first word seeds the train shuffles and eval_train's subset.
+          split: 'train', 'eval_train', 'validation' or 'test'.
+          data_dir: upstream's preprocessed layout (see `input_pipeline.LAYOUT`).
+          global_batch_size: examples per step over all ranks; each rank reads
+            global_batch_size // world_size of them.
+          cache, repeat_final_dataset, num_batches: upstream's arguments, unused.
+          num_examples: examples an eval pass reads (default: the split; eval_train:
+            `num_eval_train_examples`, as upstream's Subset).
+        """
+        del cache, repeat_final_dataset, num_batches
+        n = global_batch_size // self.runtime.world_size
+        rank, world = self.runtime.rank, self.runtime.world_size
+        if not self._detokenize_fixed:
+            self.detokenize = input_pipeline.Detokenizer(
+                os.path.join(data_dir, input_pipeline.TOKENIZER_FILE)
+            )
+            self._detokenize_fixed = True
+        ids = input_pipeline.split_ids(data_dir, split)
+        seed = int(data_rng[0])
+        if split == 'train':
+            return input_pipeline.BatchQueue(
+                data_dir,
+                ids,
+                lambda: (
+                    (i, None) for i in input_pipeline.train_plan(len(ids), seed, n, rank, world)
+                ),
+                cycle=False,
+                transform=self._on_device,
+            )
+        if split == 'eval_train':
+            ids = input_pipeline.eval_train_ids(ids, seed, self.num_eval_train_examples)
+        if num_examples is not None:
+            ids = ids[:num_examples]
+        if not ids:
+            raise ValueError(f'{data_dir}: the {split} split has no examples')
+        plan = input_pipeline.eval_plan(len(ids), n, rank, world)
+        return input_pipeline.BatchQueue(
+            data_dir, ids, lambda: iter(plan), cycle=True, transform=self._on_device,
+            batches_per_pass=len(plan),
+        )  # fmt: skip
+
+    def _on_device(self, batch: dict) -> dict:
+        """The batch's tensors on the workload's device (pinned first on CUDA)."""
+        device = self.runtime.device
+        pin = device.type == 'cuda'
+
+        def move(t):
+            return (t.pin_memory() if pin else t).to(device, non_blocking=pin)
+
+        return {
+            k: tuple(move(t) for t in v) if isinstance(v, tuple) else move(v)
+            for k, v in batch.items()
+        }
 
     def _build_synthetic_input_queue(
         self, data_rng: spec.RandomState, split: str, global_batch_size: int

@@ -22,6 +22,7 @@ LIBRISPEECH_DEEPSPEECH = WorkloadSpec(
     validation_target_value=0.119936,
     test_target_value=0.074143,
     loss_type='CTC_LOSS',
+    data_tool='workloads.librispeech_conformer.convert:main',  # Upstream's preprocessed layout.
     max_allowed_runtime_sec=44_405,
     eval_period_time_sec=1_440,
     # v0.6 value (spec §6.0, v0.6 logs); the stored upstream PyTorch file

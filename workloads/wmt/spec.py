@@ -33,6 +33,7 @@ WMT = WorkloadSpec(
     num_test_examples=3_003,  # wmt14_translate/de-en test.
     compile_model=True,
     compile_loss=True,
+    data_tool='workloads.wmt.convert:main',
     # train_mean/train_stddev raise NotImplementedError upstream.
     extra={
         'activation': 'relu',

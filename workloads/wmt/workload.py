@@ -22,8 +22,13 @@ masks broadcast over heads (`use_sdpa`, default on); upstream's per-head float m
 are the reference path (`use_sdpa=False`), parity-tested. Decoding caches the
 cross-attention keys/values once per batch.
 
-Real data: not implemented yet (`validate_data_dir` raises `WorkloadNotAvailableError`);
-`algoperf profile` can run on `_build_synthetic_input_queue`.
+Real data: `input_pipeline.py` reads the token arrays `algoperf data wmt` (`convert.py`)
+writes from the parallel text, with upstream's length filter, packing and padding; each
+rank builds its own slice of every global batch. Building a queue loads the SentencePiece
+model into `_tokenizer` and its decoder into `_detokenize` (BLEU). Eval queues hold one
+pass (`batches_per_pass` = ceil(num_examples / global batch)) on the device and cycle it:
+the loss pass and BLEU's decoding pass read the same batches, as upstream's repeated
+`take`. `algoperf profile` can also run on `_build_synthetic_input_queue`.
 """
 
 from __future__ import annotations
@@ -37,9 +42,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from algoperf import spec
-from algoperf.registry import WorkloadNotAvailableError
 from algoperf.workload_base import SpecWorkload
-from workloads.wmt import bleu, decode, models
+from workloads.wmt import bleu, decode, input_pipeline, models
 from workloads.wmt.spec import WMT, WMT_ATTENTION_TEMP, WMT_GLU_TANH, WMT_POST_LN
 
 VOCAB_SIZE = 32_000
@@ -56,11 +60,6 @@ TRAIN_KEYS = (
 )
 EVAL_KEYS = ('inputs', 'targets', 'weights')
 _SYNTHETIC_POOL = 4  # Distinct synthetic batches, cycled.
-_NOT_AVAILABLE = (
-    'WMT real-data reader not implemented yet: the TFDS wmt17/wmt14 de-en splits and the '
-    'SentencePiece model cannot be read by this build; use synthetic data '
-    '(`algoperf profile --data synthetic`).'
-)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -95,7 +94,8 @@ class WmtWorkload(SpecWorkload):
     def __init__(self, runtime=None, use_sdpa: bool | None = None, **kwargs) -> None:
         super().__init__(runtime=runtime, **kwargs)
         self.use_sdpa = True if use_sdpa is None else use_sdpa
-        # Token ids -> text for BLEU; the real reader will set SentencePiece's detokenizer.
+        # Token ids -> text for BLEU; the real reader sets SentencePiece's decoder.
+        self._tokenizer = None
         self._detokenize: Callable = ids_to_text
 
     # ---- model ---------------------------------------------------------------------------------
@@ -279,6 +279,8 @@ class WmtWorkload(SpecWorkload):
                 rng, split, data_dir, global_batch_size, num_batches, repeat_final_dataset=True
             )
         queue = self._eval_iters[split]
+        # The real reader's pass is shorter when the split has fewer (kept) pairs.
+        num_batches = getattr(queue, 'batches_per_pass', num_batches)
         totals = torch.zeros(3, dtype=torch.float64, device=self.runtime.device)
         for _ in range(num_batches):
             totals += self._eval_sums(params, next(queue))
@@ -295,7 +297,28 @@ class WmtWorkload(SpecWorkload):
 
     # ---- data ----------------------------------------------------------------------------------
     def validate_data_dir(self, data_dir: str) -> None:
-        raise WorkloadNotAvailableError(_NOT_AVAILABLE)
+        """Fails before any log is written when the converted data or its model is missing."""
+        for split in input_pipeline.SPLITS:
+            input_pipeline.load_split(data_dir, split)
+        self._load_tokenizer(data_dir)
+
+    def _load_tokenizer(self, data_dir: str) -> None:
+        """SentencePiece from `<data_dir>/wmt_sentencepiece_model` as `_tokenizer`, its
+        decoder as `_detokenize`."""
+        sp = input_pipeline.load_tokenizer(data_dir)
+        if sp.get_piece_size() > VOCAB_SIZE or sp.eos_id() != decode.EOS_ID:
+            raise ValueError(
+                f'{data_dir}/{input_pipeline.VOCAB_FILE}: vocabulary {sp.get_piece_size()} '
+                f'(at most {VOCAB_SIZE}) and eos id {sp.eos_id()} (must be {decode.EOS_ID})'
+            )
+        self._tokenizer = sp
+        size, unk = sp.get_piece_size(), sp.unk_id()
+
+        def detokenize(ids) -> str:
+            # Ids past a smaller vocabulary (a test model) read as unk.
+            return sp.decode([int(t) if int(t) < size else unk for t in ids])
+
+        self._detokenize = detokenize
 
     def _build_input_queue(
         self,
@@ -305,8 +328,43 @@ class WmtWorkload(SpecWorkload):
         global_batch_size: int,
         num_batches: int | None = None,
         repeat_final_dataset: bool = False,
+        num_examples: int | None = None,
     ) -> Iterator[dict[str, spec.Tensor]]:
-        raise WorkloadNotAvailableError(_NOT_AVAILABLE)
+        """This rank's device batches: endless packed train rows, or one cycled eval pass.
+
+        Args:
+          data_rng: its first word seeds the train shuffle and eval_train's subset.
+          split: 'train', 'eval_train', 'validation' or 'test'.
+          data_dir: as `algoperf data wmt` writes it.
+          global_batch_size: rows; each rank takes its global // world_size rows.
+          num_batches: eval global batches per pass (upstream's `take`; default: the
+            whole split).
+          repeat_final_dataset: upstream's argument, unused (eval passes always cycle).
+          num_examples: eval pairs per pass, instead of num_batches * global_batch_size.
+        """
+        del repeat_final_dataset
+        self._load_tokenizer(data_dir)
+        pairs = input_pipeline.load_split(data_dir, split)
+        seed = int(data_rng[0])
+        rank, world = self.runtime.rank, self.runtime.world_size
+        if split == 'train':
+            return self._on_device(
+                input_pipeline.train_batches(pairs, seed, global_batch_size, rank, world)
+            )
+        if num_examples is None and num_batches is not None:
+            num_examples = num_batches * global_batch_size
+        ids = input_pipeline.eval_ids(pairs, split, seed, num_examples)
+        batches = input_pipeline.eval_batches(pairs, ids, global_batch_size, rank, world)
+        return _EvalQueue(list(self._on_device(batches)))
+
+    def _on_device(self, batches) -> Iterator[dict[str, spec.Tensor]]:
+        device = self.runtime.device
+        pin = device.type == 'cuda'
+        for batch in batches:
+            yield {
+                k: (v.pin_memory() if pin else v).to(device, non_blocking=pin)
+                for k, v in batch.items()
+            }
 
     def _build_synthetic_input_queue(
         self, data_rng: spec.RandomState, split: str, global_batch_size: int
@@ -368,6 +426,20 @@ def synthetic_train_batch(n: int, gen: torch.Generator) -> dict[str, torch.Tenso
             segment += 1
     batch['weights'] = (batch['targets'] > 0).long()
     return batch
+
+
+class _EvalQueue:
+    """Cycles one eval pass's batches (kept on the device); knows the pass length."""
+
+    def __init__(self, batches: list[dict]):
+        self.batches_per_pass = len(batches)
+        self._cycle = itertools.cycle(batches)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        return next(self._cycle)
 
 
 class WmtWorkloadPostLN(WmtWorkload):
