@@ -100,6 +100,16 @@ def test_edit_distance_hand_cases():
     assert metrics.edit_distance('kitten sitting', 'sitting kitten') == 2
 
 
+def test_batch_edit_distances_equal_the_per_pair_dp():
+    rng = np.random.default_rng(0)
+    words = ['a', 'b', 'c', 'd', 'the', 'cat']
+    pairs = [('a b c', 'a b c'), ('', 'one two'), ('one two', ''), ('', ''), ('kitten sitting', 'sitting kitten')]
+    for _ in range(300):
+        pairs.append(tuple(' '.join(rng.choice(words, rng.integers(0, 12))) for _ in range(2)))
+    got = metrics.batch_edit_distances([p[0] for p in pairs], [p[1] for p in pairs])
+    assert got.tolist() == [metrics.edit_distance(s, t) for s, t in pairs]
+
+
 def test_compute_wer_on_strings_and_token_ids():
     words = {1: 'the', 2: 'cat', 3: 'sat', 4: 'mat', 5: 'on'}
     detok = lambda ids: ' '.join(words[int(i)] for i in ids)
