@@ -176,10 +176,11 @@ def test_eval_masks_padding_examples(converted):
     assert padded['ctc_loss'] == pytest.approx(whole['ctc_loss'], rel=1e-5)
 
 
-def test_deepspeech_trains_on_the_converted_fixture_through_the_runner(converted, tmp_path):
+@pytest.mark.parametrize('workload', ['librispeech_deepspeech', 'librispeech_conformer'])
+def test_baseline_trains_on_the_converted_fixture_through_the_runner(converted, tmp_path, workload):
     data_dir, _ = converted
     code = cli.main([
-        'run', '--workload=librispeech_deepspeech', f'--submission_path={SUBMISSION}',
+        'run', f'--workload={workload}', f'--submission_path={SUBMISSION}',
         '--tuning_ruleset=self', f'--data_dir={data_dir}', f'--experiment_dir={tmp_path}',
         '--experiment_name=ls', '--noprogress', '--max_global_steps=2', '--skip_evals=true',
         '--save_checkpoints=false', '--rng_seed=2', '--torch_compile=false',
