@@ -36,6 +36,7 @@ import time
 
 import numpy as np
 
+from algoperf.data_io import atomic_directory
 from workloads.librispeech_conformer import input_pipeline as ip
 
 TOKENIZER_SUBSETS = ('train-clean-100',)  # Upstream's `librispeech_tokenizer.run`.
@@ -184,11 +185,7 @@ def convert(
     for subset in ip.SUBSETS:  # Fail before any work when a subset is missing.
         if not os.path.isdir(os.path.join(root, subset)):
             raise FileNotFoundError(f'{os.path.join(root, subset)}: subset directory not found')
-    os.makedirs(os.path.dirname(final) or '.', exist_ok=True)
-    tmp = f'{final}.tmp-{os.getpid()}'
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    try:
+    with atomic_directory(final) as tmp:
         t0 = time.perf_counter()
         texts = [text for subset in TOKENIZER_SUBSETS
                  for _, text, _ in read_transcripts(os.path.join(root, subset))]  # fmt: skip
@@ -212,12 +209,6 @@ def convert(
             )
             if counts['utterances'] != RELEASE_COUNTS[subset]:
                 log(f'    note: the full release has {RELEASE_COUNTS[subset]:,} utterances here')
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f'Wrote {final}')
     return final
 

@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 
 import numpy as np
 
+from algoperf.data_io import atomic_directory
 from workloads.ogbg import input_pipeline as ip
 
 RAW_FILES = {
@@ -154,10 +154,7 @@ def convert(raw_dir: str, data_dir: str, overwrite: bool = False, log=print) -> 
         raise FileExistsError(f'{final} exists; pass --overwrite to replace it')
     log(f'Reading the OGB release in {release}')
     cols, splits = read_release(release, log)
-    os.makedirs(data_dir, exist_ok=True)
-    tmp = f'{final}.tmp-{os.getpid()}'
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_directory(final) as tmp:
         counts = {}
         for split, ids in splits.items():
             write_split(os.path.join(tmp, split), cols, ids)
@@ -172,12 +169,6 @@ def convert(raw_dir: str, data_dir: str, overwrite: bool = False, log=print) -> 
         }
         with open(os.path.join(tmp, 'format.json'), 'w') as f:
             json.dump(meta, f, indent=2)
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f'Wrote {final}')
     return final
 

@@ -73,6 +73,7 @@ import time
 
 import numpy as np
 
+from algoperf.data_io import atomic_directory
 from workloads.wmt import input_pipeline as ip
 
 LANGS = ('de', 'en')  # inputs, targets.
@@ -222,11 +223,7 @@ def convert(
         raise FileNotFoundError(f'--spm_model={spm_model}: not found')
     log(f'Reading parallel text in {raw_dir}')
     corpus = read_raw(raw_dir, log)
-    os.makedirs(data_dir, exist_ok=True)
-    tmp = f'{final}.tmp-{os.getpid()}'
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        os.makedirs(tmp)
+    with atomic_directory(final) as tmp:
         vocab = os.path.join(tmp, ip.VOCAB_FILE)
         if spm_model is None:
             t0 = time.perf_counter()
@@ -263,12 +260,6 @@ def convert(
         # The model first: the arrays' format.json names its checksum, so a reader never
         # pairs new arrays with an old model.
         os.replace(vocab, final_vocab)
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f'Wrote {final_vocab} and {final}')
     return final
 
