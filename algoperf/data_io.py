@@ -32,3 +32,32 @@ def atomic_directory(final: str) -> Iterator[str]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_format_file(
+    data_dir: str, dataset_dir: str, name: str, version: int, layout: str, tool: str
+) -> dict:
+    """`<data_dir>/<dataset_dir>/format.json`, checked against the reader's format and version.
+
+    Raises:
+      FileNotFoundError: naming the missing file, the expected layout and nothing else.
+      ValueError: unreadable JSON, or another format or version (rerun `tool`).
+    """
+    import json
+
+    meta_path = os.path.join(data_dir, dataset_dir, 'format.json')
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f'--data_dir={data_dir}: {meta_path} not found; expected {layout}'
+        ) from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f'{meta_path}: not valid JSON ({e})') from e
+    if meta.get('format') != name or meta.get('version') != version:
+        raise ValueError(
+            f'{meta_path}: format {meta.get("format")!r} v{meta.get("version")}, expected '
+            f'{name!r} v{version}; rerun `{tool}`'
+        )
+    return meta

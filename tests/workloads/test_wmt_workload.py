@@ -69,7 +69,7 @@ def test_loss_fn_is_masked_label_smoothed_cross_entropy(label_smoothing):
 # ---- batches -----------------------------------------------------------------------------------
 def test_synthetic_train_batches_are_packed_like_upstreams():
     batch = next(_workload()._build_synthetic_input_queue([3, 0], 'train', 4))
-    assert list(batch) == list(wmt.TRAIN_KEYS)
+    assert list(batch) == list(wmt.input_pipeline.TRAIN_KEYS)
     for v in batch.values():
         assert v.shape == (4, 256) and v.dtype == torch.int64
     torch.testing.assert_close(batch['weights'], (batch['targets'] > 0).long(), rtol=0, atol=0)
@@ -93,7 +93,7 @@ def test_synthetic_train_batches_are_packed_like_upstreams():
 
 def test_synthetic_eval_batches():
     batch = next(_workload()._build_synthetic_input_queue([3, 0], 'validation', 3))
-    assert list(batch) == list(wmt.EVAL_KEYS)
+    assert list(batch) == list(wmt.input_pipeline.EVAL_KEYS)
     assert all(v.shape == (3, 256) and v.dtype == torch.int64 for v in batch.values())
     torch.testing.assert_close(batch['weights'], (batch['targets'] > 0).long(), rtol=0, atol=0)
 

@@ -34,12 +34,13 @@ Deliberate differences:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 
 import numpy as np
 import torch
+
+from algoperf.data_io import read_format_file
 
 DATASET_DIR = 'ogbg_molpcba'
 FORMAT_NAME = 'algoperf-ogbg-npy'
@@ -102,22 +103,10 @@ class GraphSplit:
 
 def load_split(data_dir: str, split: str) -> GraphSplit:
     """The split's columns; eval_train reads the train split."""
+    read_format_file(
+        data_dir, DATASET_DIR, FORMAT_NAME, FORMAT_VERSION, LAYOUT, 'algoperf data ogbg'
+    )
     root = os.path.join(data_dir, DATASET_DIR)
-    meta_path = os.path.join(root, 'format.json')
-    try:
-        with open(meta_path) as f:
-            meta = json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f'--data_dir={data_dir}: {meta_path} not found; expected {LAYOUT}'
-        ) from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f'{meta_path}: not valid JSON ({e})') from e
-    if meta.get('format') != FORMAT_NAME or meta.get('version') != FORMAT_VERSION:
-        raise ValueError(
-            f'{meta_path}: format {meta.get("format")!r} v{meta.get("version")}, expected '
-            f'{FORMAT_NAME!r} v{FORMAT_VERSION}; rerun `algoperf data ogbg`'
-        )
     return GraphSplit(os.path.join(root, 'train' if split == 'eval_train' else split))
 
 

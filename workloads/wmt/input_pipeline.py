@@ -53,12 +53,13 @@ Deliberate differences:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Iterator
 
 import numpy as np
 import torch
+
+from algoperf.data_io import read_format_file
 
 DATASET_DIR = 'wmt_de_en'
 VOCAB_FILE = 'wmt_sentencepiece_model'  # Upstream's name, directly under data_dir.
@@ -163,28 +164,16 @@ class TokenSplit:
 
 def read_format(data_dir: str) -> dict:
     """format.json, checked against this reader and the SentencePiece model beside it."""
-    root = os.path.join(data_dir, DATASET_DIR)
-    meta_path = os.path.join(root, 'format.json')
-    try:
-        with open(meta_path) as f:
-            meta = json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f'--data_dir={data_dir}: {meta_path} not found; expected {LAYOUT}'
-        ) from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f'{meta_path}: not valid JSON ({e})') from e
-    if meta.get('format') != FORMAT_NAME or meta.get('version') != FORMAT_VERSION:
-        raise ValueError(
-            f'{meta_path}: format {meta.get("format")!r} v{meta.get("version")}, expected '
-            f'{FORMAT_NAME!r} v{FORMAT_VERSION}; rerun `algoperf data wmt`'
-        )
+    meta = read_format_file(
+        data_dir, DATASET_DIR, FORMAT_NAME, FORMAT_VERSION, LAYOUT, 'algoperf data wmt'
+    )
     vocab = os.path.join(data_dir, VOCAB_FILE)
     if not os.path.exists(vocab):
         raise FileNotFoundError(f'--data_dir={data_dir}: {vocab} not found; expected {LAYOUT}')
     if file_sha256(vocab) != meta.get('vocab_sha256'):
         raise ValueError(
-            f'{vocab}: not the SentencePiece model {meta_path} was tokenized with; rerun `algoperf data wmt`'
+            f'{vocab}: not the SentencePiece model {os.path.join(data_dir, DATASET_DIR, "format.json")} '
+            'was tokenized with; rerun `algoperf data wmt`'
         )
     return meta
 

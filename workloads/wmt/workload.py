@@ -49,16 +49,6 @@ from workloads.wmt.spec import WMT, WMT_ATTENTION_TEMP, WMT_GLU_TANH, WMT_POST_L
 VOCAB_SIZE = 32_000
 SEQ_LEN = 256  # Packed / padded length of every batch row.
 MAX_PREDICT_LENGTH = 256  # Upstream's decode length for BLEU.
-TRAIN_KEYS = (
-    'inputs',
-    'inputs_position',
-    'inputs_segmentation',
-    'targets',
-    'targets_position',
-    'targets_segmentation',
-    'weights',
-)
-EVAL_KEYS = ('inputs', 'targets', 'weights')
 _SYNTHETIC_POOL = 4  # Distinct synthetic batches, cycled.
 
 
@@ -409,7 +399,7 @@ def synthetic_eval_batch(n: int, gen: torch.Generator) -> dict[str, torch.Tensor
 
 def synthetic_train_batch(n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
     """n packed rows: pairs appended while both sides fit, with segment ids and positions."""
-    batch = {k: torch.zeros(n, SEQ_LEN, dtype=torch.long) for k in TRAIN_KEYS}
+    batch = {k: torch.zeros(n, SEQ_LEN, dtype=torch.long) for k in input_pipeline.TRAIN_KEYS}
     for row in range(n):
         used = {'inputs': 0, 'targets': 0}
         segment = 1
