@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 
 from algoperf import spec
+from algoperf.prefetch import Prefetcher
 from algoperf.workload_base import SpecWorkload
 from workloads.ogbg import input_pipeline, metrics, models
 from workloads.ogbg.spec import OGBG, OGBG_GELU, OGBG_MODEL_SIZE, OGBG_SILU
@@ -225,7 +226,9 @@ class OgbgWorkload(SpecWorkload):
         graphs = input_pipeline.load_split(data_dir, split)
         seed = int(data_rng[0])
         if split == 'train':
-            return self._on_device(input_pipeline.train_batches(graphs, seed, n, rank, world))
+            # Gathers in numpy release the GIL: the next batch is packed during the step.
+            batches = input_pipeline.train_batches(graphs, seed, n, rank, world)
+            return self._on_device(Prefetcher(batches))
         count = len(graphs) if num_examples is None else min(num_examples, len(graphs))
         ids = input_pipeline.eval_ids(graphs, split, seed, count)
         batches = list(self._on_device(input_pipeline.eval_batches(graphs, ids, n, rank, world)))
