@@ -220,7 +220,7 @@ def format_table(report: Dict[str, Any]) -> str:
     st = report['step']
     lines.append(f'{"step (sum)":<18}{1e3 * st["mean"]:>10.3f}{1e3 * st["p50"]:>10.3f}{1e3 * st["p90"]:>10.3f}{1:>8.0%}')
     lines.append(f'{report["measured_steps"]} steps after {report["warmup_steps"]} warm-up; '
-                 f'{report["examples_per_second"]:,.0f} examples/s at global batch {report["global_batch_size"]}; '
+                 f'{_rate(report["examples_per_second"])} examples/s at global batch {report["global_batch_size"]}; '
                  + ', '.join(f'{k} {v:,.1f}' for k, v in report['memory'].items()))
     if report.get('eval_seconds') is not None:
         extrapolated = report.get('eval_batches_measured', 0) < report.get('eval_batches_full', 0)
@@ -248,7 +248,7 @@ def plot(report: Dict[str, Any], path_png: str) -> None:
     ax.invert_yaxis()
     ax.set_xlabel('ms per step')
     ax.set_title(f'{report["workload"]}: {1e3 * report["step"]["mean"]:.2f} ms/step '
-                 f'({report["examples_per_second"]:,.0f} examples/s)')
+                 f'({_rate(report["examples_per_second"])} examples/s)')
     ax.legend(fontsize=8, frameon=False, loc='lower right')
     fig.tight_layout()
     fig.savefig(path_png)
@@ -282,6 +282,11 @@ def _time_eval(workload, trial, runtime, data_dir, rng, eval_batches: int) -> Di
         workload._eval_iters = {}
     return {'eval_seconds': measured * full / max(ran, 1), 'eval_seconds_measured': measured,
             'eval_batches_measured': ran, 'eval_batches_full': full}
+
+
+def _rate(per_second: float) -> str:
+    """Throughput with 2 significant digits below 100 (a 5 s step at batch 2 is 0.38/s, not 0)."""
+    return f'{per_second:,.0f}' if per_second >= 100 else f'{per_second:.2g}'
 
 
 def write_json(report: Dict[str, Any], path: str) -> None:
