@@ -8,7 +8,7 @@ the `Runtime` (device, rank, world size) instead of module-level globals.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Dict, Optional
+from typing import Any, ClassVar
 
 from algoperf import spec
 from algoperf.workload_spec import WorkloadSpec
@@ -59,7 +59,7 @@ class SpecWorkload(spec.Workload):
         return self.workload_spec.num_validation_examples
 
     @property
-    def num_test_examples(self) -> Optional[int]:
+    def num_test_examples(self) -> int | None:
         return self.workload_spec.num_test_examples
 
     @property
@@ -91,14 +91,14 @@ class SpecWorkload(spec.Workload):
         return self.workload_spec.step_hint
 
     # Target checks: strict, like upstream's runner ---------------------------------------------
-    def _reached(self, eval_result: Dict[str, float], split: str, target: float) -> bool:
+    def _reached(self, eval_result: dict[str, float], split: str, target: float) -> bool:
         value = eval_result.get(f'{split}/{self.target_metric_name}')
         return value is not None and self.workload_spec.reached(float(value), target, strict=True)
 
-    def has_reached_validation_target(self, eval_result: Dict[str, float]) -> bool:
+    def has_reached_validation_target(self, eval_result: dict[str, float]) -> bool:
         return self._reached(eval_result, 'validation', self.validation_target_value)
 
-    def has_reached_test_target(self, eval_result: Dict[str, float]) -> bool:
+    def has_reached_test_target(self, eval_result: dict[str, float]) -> bool:
         return self._reached(eval_result, 'test', self.test_target_value)
 
     # Further primitive properties (e.g. criteo's vocab_size) from `spec.extra`, so they
@@ -124,6 +124,33 @@ class SpecWorkload(spec.Workload):
         DDP), random values, no host work or copies per batch after the first.
         """
         raise NotImplementedError(f'{self.workload_spec.name} has no synthetic data source yet.')
+
+    def _build_model(self):
+        """The model on the current default device; workloads that use the default
+        `init_model_fn` implement this."""
+        raise NotImplementedError(f'{self.workload_spec.name} builds its model in init_model_fn.')
+
+    def init_model_fn(self, rng: spec.RandomState) -> spec.ModelInitState:
+        """Build on the CPU with upstream's seeding (same initial weights), then place it.
+
+        Args:
+          rng: the model-init RandomState; its first word seeds torch's global RNG.
+
+        Returns:
+          (model, None); the model is DDP-wrapped when distributed.
+        """
+        import torch
+
+        torch.random.manual_seed(int(rng[0]))
+        return self._place_model(self._build_model()), None
+
+    def _to_device(self, tensor):
+        """A host tensor on the runtime's device; pinned first on CUDA so the copy is async."""
+        if tensor is None:
+            return None
+        device = self.runtime.device
+        pin = device.type == 'cuda'
+        return (tensor.pin_memory() if pin else tensor).to(device, non_blocking=pin)
 
     def _place_model(self, model):
         """The common tail of init_model_fn: records param shapes/types, moves the model to
@@ -155,3 +182,23 @@ class SpecWorkload(spec.Workload):
 
     def validate_data_dir(self, data_dir: str) -> None:
         """Raise FileNotFoundError naming what is missing (before any log is written)."""
+
+
+class EvalPass:
+    """An eval split's batches for one pass, cycled (evals reuse them), with the pass length.
+
+    `_eval_model_on_split` of the readers that pack or pad batches runs `batches_per_pass`
+    batches instead of upstream's ceil(num_examples / batch size).
+    """
+
+    def __init__(self, batches: list) -> None:
+        import itertools
+
+        self.batches_per_pass = len(batches)
+        self._cycle = itertools.cycle(batches)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._cycle)

@@ -64,19 +64,6 @@ class FastMRIWorkload(SpecWorkload):
             fast_instance_norm=self.fast_instance_norm,
         )
 
-    def init_model_fn(self, rng: spec.RandomState) -> spec.ModelInitState:
-        """Build on the CPU with upstream's seeding (same initial weights), then move.
-
-        Args:
-          rng: the model-init RandomState; its first word seeds torch's global RNG.
-
-        Returns:
-          (model, None); the model is DDP-wrapped when distributed.
-        """
-        torch.random.manual_seed(int(rng[0]))
-        model = self._build_model()
-        return self._place_model(model), None
-
     def is_output_params(self, param_key: spec.ParameterKey) -> bool:
         # Upstream's names, verbatim: the final 1x1 conv of the 4-level U-Net. The
         # 3-level model-size variant's is 'up_conv.2.1', which upstream does not list.
@@ -237,9 +224,8 @@ class FastMRIWorkload(SpecWorkload):
         return self._on_device(batches)
 
     def _on_device(self, batches) -> Iterator[dict[str, spec.Tensor]]:
-        device = self.runtime.device
         for batch in batches:
-            yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            yield {k: self._to_device(v) for k, v in batch.items()}
 
     def _build_synthetic_input_queue(
         self, data_rng: spec.RandomState, split: str, global_batch_size: int

@@ -31,7 +31,7 @@ import torch.distributed as dist
 
 from algoperf import spec
 from algoperf.prefetch import Prefetcher
-from algoperf.workload_base import SpecWorkload
+from algoperf.workload_base import EvalPass, SpecWorkload
 from workloads.ogbg import input_pipeline, metrics, models
 from workloads.ogbg.spec import OGBG, OGBG_GELU, OGBG_MODEL_SIZE, OGBG_SILU
 
@@ -57,19 +57,6 @@ class OgbgWorkload(SpecWorkload):
             hidden_dims=self.hidden_dims,
             num_message_passing_steps=extra['num_message_passing_steps'],
         )
-
-    def init_model_fn(self, rng: spec.RandomState) -> spec.ModelInitState:
-        """Build on the CPU with upstream's seeding (same initial weights), then move.
-
-        Args:
-          rng: the model-init RandomState; its first word seeds torch's global RNG.
-
-        Returns:
-          (model, None); the model is DDP-wrapped when distributed.
-        """
-        torch.random.manual_seed(int(rng[0]))
-        model = self._build_model()
-        return self._place_model(model), None
 
     def is_output_params(self, param_key: spec.ParameterKey) -> bool:
         return param_key in ('decoder.weight', 'decoder.bias')
@@ -232,22 +219,14 @@ class OgbgWorkload(SpecWorkload):
         count = len(graphs) if num_examples is None else min(num_examples, len(graphs))
         ids = input_pipeline.eval_ids(graphs, split, seed, count)
         batches = list(self._on_device(input_pipeline.eval_batches(graphs, ids, n, rank, world)))
-        return _EvalQueue(batches)
+        return EvalPass(batches)
 
     def _on_device(self, batches: Iterator[dict]) -> Iterator[dict[str, spec.Tensor]]:
-        device = self.runtime.device
-        pin = device.type == 'cuda'
-
-        def move(t):
-            if t is None:
-                return None
-            return (t.pin_memory() if pin else t).to(device, non_blocking=pin)
-
         for batch in batches:
             yield {
-                'inputs': models.GraphsTuple(*(move(t) for t in batch['inputs'])),
-                'targets': move(batch['targets']),
-                'weights': move(batch['weights']),
+                'inputs': models.GraphsTuple(*(self._to_device(t) for t in batch['inputs'])),
+                'targets': self._to_device(batch['targets']),
+                'weights': self._to_device(batch['weights']),
             }
 
     def _build_synthetic_input_queue(
@@ -341,20 +320,6 @@ def synthetic_batch(per_device_batch_size: int, gen: torch.Generator) -> dict:
     labels = torch.where(weights, labels, 0.0)  # NaN labels and padding read 0, as upstream.
     graph = models.GraphsTuple(nodes, edges, receivers, senders, None, n_node, n_edge)
     return {'inputs': graph, 'targets': labels, 'weights': weights}
-
-
-class _EvalQueue:
-    """Cycles one eval pass's batches (kept on the device); knows the pass length."""
-
-    def __init__(self, batches: list[dict]):
-        self.batches_per_pass = len(batches)
-        self._cycle = itertools.cycle(batches)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> dict:
-        return next(self._cycle)
 
 
 class OgbgGeluWorkload(OgbgWorkload):

@@ -42,7 +42,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from algoperf import spec
-from algoperf.workload_base import SpecWorkload
+from algoperf.workload_base import EvalPass, SpecWorkload
 from workloads.wmt import bleu, decode, input_pipeline, models
 from workloads.wmt.spec import WMT, WMT_ATTENTION_TEMP, WMT_GLU_TANH, WMT_POST_LN
 
@@ -100,15 +100,6 @@ class WmtWorkload(SpecWorkload):
             pre_ln=extra['pre_ln'],
             use_sdpa=self.use_sdpa,
         )
-
-    def init_model_fn(self, rng: spec.RandomState) -> spec.ModelInitState:
-        """Build on the CPU with upstream's seeding (same initial weights), then move.
-
-        Returns:
-          (model, None); the model is DDP-wrapped when distributed.
-        """
-        torch.random.manual_seed(int(rng[0]))
-        return self._place_model(self._build_model()), None
 
     def is_output_params(self, param_key: spec.ParameterKey) -> bool:
         return param_key == 'shared_embedding.weight'
@@ -345,16 +336,11 @@ class WmtWorkload(SpecWorkload):
             num_examples = num_batches * global_batch_size
         ids = input_pipeline.eval_ids(pairs, split, seed, num_examples)
         batches = input_pipeline.eval_batches(pairs, ids, global_batch_size, rank, world)
-        return _EvalQueue(list(self._on_device(batches)))
+        return EvalPass(list(self._on_device(batches)))
 
     def _on_device(self, batches) -> Iterator[dict[str, spec.Tensor]]:
-        device = self.runtime.device
-        pin = device.type == 'cuda'
         for batch in batches:
-            yield {
-                k: (v.pin_memory() if pin else v).to(device, non_blocking=pin)
-                for k, v in batch.items()
-            }
+            yield {k: self._to_device(v) for k, v in batch.items()}
 
     def _build_synthetic_input_queue(
         self, data_rng: spec.RandomState, split: str, global_batch_size: int
@@ -416,20 +402,6 @@ def synthetic_train_batch(n: int, gen: torch.Generator) -> dict[str, torch.Tenso
             segment += 1
     batch['weights'] = (batch['targets'] > 0).long()
     return batch
-
-
-class _EvalQueue:
-    """Cycles one eval pass's batches (kept on the device); knows the pass length."""
-
-    def __init__(self, batches: list[dict]):
-        self.batches_per_pass = len(batches)
-        self._cycle = itertools.cycle(batches)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> dict:
-        return next(self._cycle)
 
 
 class WmtWorkloadPostLN(WmtWorkload):
