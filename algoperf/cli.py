@@ -101,6 +101,8 @@ def _list_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser('list', help='List registered workloads with targets and budgets.')
     p.add_argument('--json', action='store_true', help='Print JSON (one object per workload).')
     p.add_argument('--kind', choices=['base', 'variant', 'test', 'dev'], help='Only workloads of this kind.')
+    p.add_argument('--benchmark_version', default=None,
+                   help='Rules whose budgets and eval periods to show: 1.0 (default), 0.6 or 0.5.')
     return p
 
 
@@ -153,21 +155,40 @@ def _cmd_profile(args) -> int:
     return 0
 
 
-def _cmd_list(args) -> int:
-    from algoperf import registry
+def _fmt_target(value) -> str:
+    return 'none' if value is None else format(value, '.6g')
 
-    specs = [registry.get_spec(n) for n in registry.list_workloads(args.kind)]
+
+def _cmd_list(args) -> int:
+    from algoperf import benchmark_versions, registry
+
+    rules = benchmark_versions.get(args.benchmark_version)
+    specs = [benchmark_versions.apply(registry.get_spec(n), rules.name) for n in registry.list_workloads(args.kind)]
+
+    def scored(s) -> str:
+        if s.name in rules.base_workloads:
+            return 'yes'
+        return 'held-out' if s.name in rules.held_out_workloads else 'no'
+
     if args.json:
-        print(json.dumps([s.summary() for s in specs], indent=2))
+        rows = [{**s.summary(), 'benchmark_version': rules.name, 'scored': scored(s),
+                 'self_tuning_budget_sec': rules.self_tuning_budget_factor * s.max_allowed_runtime_sec}
+                for s in specs]
+        print(json.dumps(rows, indent=2))
         return 0
-    head = f'{"workload":<45}{"kind":<8}{"target metric":<38}{"val target":>11}{"test target":>12}{"budget s":>10}{"eval s":>8}{"step hint":>10}'
+    print(f'Benchmark version {rules.name} ({rules.hardware}; {rules.num_base_workloads} scored base workloads'
+          f'{", held-out variants gate their base" if rules.held_out_workloads else ""}'
+          f'{", TF32 matmuls on CUDA" if rules.tf32 else ""}).')
+    head = (f'{"workload":<45}{"kind":<8}{"scored":<9}{"target metric":<38}{"val target":>11}{"test target":>12}'
+            f'{"budget s":>10}{"eval s":>8}{"step hint":>10}')
     print(head)
     for s in specs:
         arrow = '↑' if s.higher_is_better else '↓'
-        print(f'{s.name:<45}{s.kind.value:<8}{"validation/" + s.target_metric_name + " " + arrow:<38}'
-              f'{s.validation_target_value:>11.6g}{s.test_target_value:>12.6g}{s.max_allowed_runtime_sec:>10,}'
+        print(f'{s.name:<45}{s.kind.value:<8}{scored(s):<9}{"validation/" + s.target_metric_name + " " + arrow:<38}'
+              f'{s.validation_target_value:>11.6g}{_fmt_target(s.test_target_value):>12}{s.max_allowed_runtime_sec:>10,}'
               f'{s.eval_period_time_sec:>8,}{s.step_hint:>10,}')
-    print('\nBudgets are external-tuning seconds; self-tuning gets 1.5x.')
+    print(f'\nBudgets are external-tuning seconds; self-tuning gets {rules.self_tuning_budget_factor:g}x. '
+          'Other versions: --benchmark_version=' + '|'.join(benchmark_versions.VERSIONS) + '.')
     return 0
 
 
@@ -256,10 +277,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # Registry, submission, search-space and data errors are all user input.
         from algoperf.registry import UnknownWorkloadError, WorkloadNotAvailableError
         from algoperf.search_space import SearchSpaceError
+        from algoperf.benchmark_versions import UnknownVersionError
         from algoperf.submission import SubmissionError
 
         user_errors = (UnknownWorkloadError, WorkloadNotAvailableError, SearchSpaceError, SubmissionError,
-                       FileNotFoundError, NotADirectoryError)
+                       FileNotFoundError, NotADirectoryError, UnknownVersionError)
         if args.command == 'profile' and isinstance(e, (ValueError, NotImplementedError)):
             user_errors = user_errors + (ValueError, NotImplementedError)
         if isinstance(e, user_errors):

@@ -58,6 +58,8 @@ _SPEC_MODULES: Dict[str, str] = {
     'ogbg_gelu': 'workloads.ogbg.spec',
     'ogbg_silu': 'workloads.ogbg.spec',
     'ogbg_model_size': 'workloads.ogbg.spec',
+    # FineWeb-Edu decoder-only LM (v1.0).
+    'finewebedu_lm': 'workloads.finewebedu_lm.spec',
     # WMT Transformer.
     'wmt': 'workloads.wmt.spec',
     'wmt_post_ln': 'workloads.wmt.spec',
@@ -80,6 +82,7 @@ BASE_WORKLOADS = (
     'imagenet_vit',
     'librispeech_conformer',
     'librispeech_deepspeech',
+    'finewebedu_lm',  # v1.0 only (algoperf.benchmark_versions says which version scores what).
     'ogbg',
     'wmt',
 )

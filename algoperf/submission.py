@@ -67,6 +67,10 @@ def load(path: str) -> Submission:
         raise SubmissionError(f'--submission_path={path}: must be a Python file (*.py).')
     if not os.path.isfile(path):
         raise SubmissionError(f'--submission_path={path}: file not found.')
+    # v0.5 submissions import `algorithmic_efficiency.*`, v0.6 ones `algoperf.workloads.*`.
+    from algoperf import upstream_alias  # noqa: PLC0415
+
+    upstream_alias.install()
     name = _module_name(path)
     module = sys.modules.get(name)
     if module is None or os.path.abspath(getattr(module, '__file__', '')) != os.path.abspath(path):

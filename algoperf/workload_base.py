@@ -99,6 +99,8 @@ class SpecWorkload(spec.Workload):
         return self._reached(eval_result, 'validation', self.validation_target_value)
 
     def has_reached_test_target(self, eval_result: dict[str, float]) -> bool:
+        if self.test_target_value is None:
+            return True  # No test target (upstream's finewebedu_lm returns True).
         return self._reached(eval_result, 'test', self.test_target_value)
 
     # Further primitive properties (e.g. criteo's vocab_size) from `spec.extra`, so they

@@ -35,7 +35,8 @@ class WorkloadSpec:
         target_metric_name: metric key without split prefix ('accuracy', 'wer').
         higher_is_better: direction of the target metric.
         validation_target_value: target on 'validation/<metric>'.
-        test_target_value: target on 'test/<metric>'.
+        test_target_value: target on 'test/<metric>'; None where the workload has no test
+            target (upstream's `finewebedu_lm`: `has_reached_test_target` is always True).
         loss_type: name of a `spec.LossType` member (kept a string so this stays
             importable without the enum's module).
         max_allowed_runtime_sec: external-tuning budget; self-tuning gets 1.5x.
@@ -62,7 +63,7 @@ class WorkloadSpec:
     target_metric_name: str
     higher_is_better: bool
     validation_target_value: float
-    test_target_value: float
+    test_target_value: Optional[float]
     loss_type: str
     max_allowed_runtime_sec: int
     eval_period_time_sec: int
@@ -98,9 +99,10 @@ class WorkloadSpec:
             fail('impl', f"must look like 'module.path:ClassName', got {self.impl!r}")
         if self.loss_type not in self._LOSS_TYPES:
             fail('loss_type', f'must be one of {self._LOSS_TYPES}')
-        for field in ('validation_target_value', 'test_target_value'):
-            if not math.isfinite(getattr(self, field)):
-                fail(field, 'must be finite')
+        if not math.isfinite(self.validation_target_value):
+            fail('validation_target_value', 'must be finite')
+        if self.test_target_value is not None and not math.isfinite(self.test_target_value):
+            fail('test_target_value', 'must be finite or None')
         for field in (
             'max_allowed_runtime_sec',
             'eval_period_time_sec',

@@ -11,6 +11,7 @@ from algoperf.workload_spec import WorkloadKind
 
 # Every name the spec document names (§6 incl. variants, criteo1tb_test, dev workloads), plus ours.
 SPEC_NAMES = {
+    'finewebedu_lm',
     'criteo1tb',
     'criteo1tb_test',
     'criteo1tb_layernorm',
@@ -98,7 +99,7 @@ def test_unimplemented_workload_says_so():
 
 
 def test_list_json(capsys):
-    assert cli.main(['list', '--json']) == 0
+    assert cli.main(['list', '--json', '--benchmark_version=0.6']) == 0
     rows = {r['name']: r for r in json.loads(capsys.readouterr().out)}
     assert set(rows) == SPEC_NAMES
     wmt = rows['wmt']
@@ -113,7 +114,7 @@ def test_list_json(capsys):
 
 
 def test_list_table(capsys):
-    assert cli.main(['list', '--kind', 'base']) == 0
+    assert cli.main(['list', '--kind', 'base', '--benchmark_version=0.6']) == 0
     out = capsys.readouterr().out
     assert (
         'criteo1tb' in out and 'validation/loss ↓' in out and '7,703' in out and 'digits' not in out
