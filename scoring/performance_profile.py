@@ -12,16 +12,18 @@ Starting from the table t[submission, workload] of per-workload times-to-target
  4. Base gated by its variant: t[b] = inf where t[v] is inf or NaN (v0.5 held-out rule:
     a submission must also solve the sampled variant).
  5. Keep the base columns; ratio r = t / (column minimum); inf and NaN never count.
- 6. rho_s(tau) = #{workloads: r <= tau} / N with N the number of base workloads (8,
+ 6. rho_s(tau) = #{workloads: r <= tau} / N with N the number of base workloads of the
+    version or targets file (8 in v0.5/v0.6, 9 in v1.0 as upstream's `num_base_workloads`;
     fixed, not the number of columns present), on tau = linspace(1, 4, 100).
  7. Score B_s = trapz(rho_s, tau) / (4 - 1), in [0, 1].
 Scores are relative to the set of submissions scored together.
 
 Speedup (after upstream's compute_speedups.py): per base workload the reference's median
 time over the submission's (> 1: faster), where not reached (inf) and no logs (NaN) become
-(budget x factor + 1) s with factor 1 external / 1.5 self-tuning and the budgets of our v0.6
-specs (upstream: v0.5 budgets, factor 3, NaN left out of the mean); geometric mean over
-the base workloads. No 4x or held-out rule is applied.
+(budget x factor + 1) s with the benchmark version's budgets and factor 1 external / the
+version's self-tuning factor (1.5 in v1.0/v0.6, 3 in v0.5; `algoperf.benchmark_versions`),
+where upstream always used v0.5 budgets and factor 3 and left NaN out of the mean; geometric
+mean over the base workloads. No 4x or held-out rule is applied.
 """
 
 from __future__ import annotations

@@ -14,6 +14,19 @@ import numpy as np
 
 from scoring.score import ScoreResult
 
+# (largest time shown, in s) -> unit: up to 2 minutes in seconds, up to 2 hours in minutes,
+# else hours, so tick labels stay between ~1 and ~120 (digits runs take seconds, ImageNet
+# ones tens of hours).
+_UNITS = ((120.0, 1.0, 'seconds'), (7_200.0, 60.0, 'minutes'), (math.inf, 3_600.0, 'hours'))
+
+
+def time_unit(max_seconds: float) -> tuple:
+    """(divisor, unit name) for an axis whose largest time is `max_seconds`."""
+    for limit, divisor, name in _UNITS:
+        if not np.isfinite(max_seconds) or max_seconds <= limit:
+            return divisor, name
+    return _UNITS[-1][1:]
+
 
 def _figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -55,7 +68,13 @@ def performance_profile_plot(result: ScoreResult, output_dir: str, title: str = 
 
 
 def time_to_target_chart(result: ScoreResult, output_dir: str) -> List[str]:
-    """One panel per base workload: each submission's time-to-target (after the rules)."""
+    """One panel per base workload: each submission's time-to-target (after the rules), in
+    seconds, minutes or hours by the panel's range (`time_unit`)."""
+    return _save(time_to_target_figure(result), output_dir, 'time_to_target')
+
+
+def time_to_target_figure(result: ScoreResult):
+    """The figure of `time_to_target_chart` (one axes per base workload)."""
     workloads = list(result.gated.columns)
     names = list(result.scores.sort_values(ascending=False, kind='stable').index)
     cols = 4
@@ -66,17 +85,18 @@ def time_to_target_chart(result: ScoreResult, output_dir: str) -> List[str]:
         times = result.gated[w].reindex(names).to_numpy(dtype=float)
         finite = times[np.isfinite(times)]
         cap = finite.max() * 1.05 if finite.size else 1.0
-        hours = np.where(np.isfinite(times), times, 0.0) / 3600
+        divisor, unit = time_unit(cap)
+        scaled = np.where(np.isfinite(times), times, 0.0) / divisor
         y = np.arange(len(names))
-        ax.barh(y, hours, color=['C0' if np.isfinite(t) else 'none' for t in times])
+        ax.barh(y, scaled, color=['C0' if np.isfinite(t) else 'none' for t in times])
         for yi, t in zip(y, times):
             if not np.isfinite(t):
                 ax.text(0, yi, ' no credit' if np.isinf(t) else ' no logs', va='center', fontsize=7, color='gray')
         ax.set_yticks(y, names if i % cols == 0 else [''] * len(names), fontsize=7)
         ax.invert_yaxis()
-        ax.set_xlim(0, cap / 3600)
+        ax.set_xlim(0, cap / divisor)
         ax.set_title(w, fontsize=9)
-        ax.set_xlabel('hours to target', fontsize=8)
+        ax.set_xlabel(f'{unit} to target', fontsize=8)
         ax.tick_params(axis='x', labelsize=7)
     fig.tight_layout()
-    return _save(fig, output_dir, 'time_to_target')
+    return fig

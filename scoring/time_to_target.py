@@ -5,10 +5,16 @@ maximised metric, `<=` for a minimised one; NaN never reaches) gives an eval ind
 time, the trial's `score` column at that row (= accumulated submission time).
 
 Per study: among trials that reach the target, the one whose first reaching eval has the
-*smallest eval index* (ties: the first trial in directory order) gives the study's time;
-this is upstream's `idxmin` over indices, which is usually but not always the fastest
-trial (on the v0.5 logs taking the fastest instead moves lawa_ema from 0.3384 to 0.3434).
-No trial reaching: inf.
+*smallest eval index* gives the study's time; this is upstream's `idxmin` over indices,
+which is usually but not always the fastest trial (on the v0.5 logs taking the fastest
+instead moves lawa_ema from 0.3384 to 0.3434). No trial reaching: inf.
+
+Ties (two or more trials first reach the target at the same eval index) go to the
+*smallest time* among them, then to the lower trial number. Upstream's `idxmin` takes the
+first tied trial in `os.listdir` order, so its answer depends on the filesystem; the
+published v0.6 external-tuning leaderboard (Baseline 0.4590, Shampoo 0.6244) is what the
+smallest-time rule gives (the first-listed rule on the same logs gave Baseline 0.4716), and
+every v0.5 score is the same under both rules. The result never depends on listing order.
 
 Per workload: `np.median` over the studies that have at least one eval file; inf takes
 part like any value (so 2 of 3 studies missing the target gives inf). No budget cap is
@@ -53,13 +59,24 @@ def trial_time_to_target(trial: TrialLog, target: Target, time_column: str = TIM
 def select_trial(trials: List[TrialLog], target: Target,
                  time_column: str = TIME_COLUMN) -> Tuple[Optional[TrialLog], Optional[int], float]:
     """Upstream's per-study rule: (trial, its first reaching eval index, its time) for the
-    reaching trial with the smallest eval index; (None, None, inf) if none reaches."""
+    reaching trial with the smallest eval index, ties to the smallest time, then to the
+    lower trial number (module docstring); (None, None, inf) if none reaches."""
     best: Tuple[Optional[TrialLog], Optional[int], float] = (None, None, math.inf)
-    for trial in trials:  # Directory order: the first trial wins ties.
+    best_key = None
+    for trial in trials:
         index, time = trial_time_to_target(trial, target, time_column)
-        if index is not None and (best[1] is None or index < best[1]):
-            best = (trial, index, time)
+        if index is None:
+            continue
+        key = (index, time, _trial_number(trial.trial), trial.path)  # Total order: listing order never matters.
+        if best_key is None or key < best_key:
+            best, best_key = (trial, index, time), key
     return best
+
+
+def _trial_number(name: str) -> int:
+    """`trial_12` -> 12 (names without a number sort last)."""
+    digits = name.rpartition('_')[2]
+    return int(digits) if digits.isdigit() else 1 << 62
 
 
 def study_time_to_target(trials: List[TrialLog], target: Target, time_column: str = TIME_COLUMN) -> float:

@@ -1,18 +1,24 @@
-"""Build the compact extract of the AlgoPerf v0.5 leaderboard logs used by tests/scoring.
+"""Build the compact extracts of the AlgoPerf v0.5 and v0.6 leaderboard logs used by tests/scoring.
 
-The full v0.5 logs (`algoperf_v05/{external_tuning,self_tuning}`, about 140 MB) are not
-something users have, but reproducing the published scores from them is the strongest
-check the scorer has. This script keeps what the scorer's result depends on and packs it
-into one deterministic archive (paths relative to --out_dir):
+The full logs (`algoperf_v05/{external_tuning,self_tuning}`, about 140 MB; `algoperf_v06/...`,
+8 MB) are not something users have, but reproducing the published scores from them is the
+strongest check the scorer has. This script keeps what the scorer's result depends on and packs
+each version into one deterministic archive (paths relative to --out_dir):
 
     algoperf_v05_extract.tar.gz
         algoperf_v05/<ruleset>/<submission>/<study>/<workload>_<framework>/trial_<k>/
         eval_measurements.csv
     workload_targets_v05.json             byte copy of upstream's frozen targets
     held_out_workloads_algoperf_v05.json  byte copy of upstream's held-out list
+    algoperf_v06_extract.tar.gz           the same for algoperf_v06/ (March-2025 leaderboard)
+    workload_targets_v06_leaderboard_8workloads.json  byte copy (upstream's file less finewebedu_lm)
 
     python scripts/make_scoring_extract.py \
-        [--logs_dir ../shared/algoperf_logs] [--out_dir tests/scoring/data]
+        [--logs_dir ../shared/algoperf_logs] [--out_dir tests/scoring/data] [--versions v05,v06]
+
+It also writes the package's v1.0 targets file from our specs (scoring/targets.py):
+
+    python scripts/make_scoring_extract.py --write_targets 1.0   # -> scoring/workload_targets_v1.0.json
 
 What is kept, and why each cut leaves every score and every time-to-target unchanged:
   * Directories: only `<workload>_<jax|pytorch>` dirs of scored workloads (the base and
@@ -31,7 +37,7 @@ What is kept, and why each cut leaves every score and every time-to-target uncha
     the same (submission, study, workload) has before reaching. The scorer reads one row
     per trial, the first reaching one: its `score` (kept verbatim) and its eval index,
     which it only ever compares with the indices of the other trials of that study (the
-    reaching trial with the smallest index wins, ties to the first in directory order).
+    reaching trial with the smallest index wins, ties to the smallest time).
     Dropping rows 1..s from every reaching trial, with s one less than the study's
     smallest first-reaching index, shifts all those indices by the same s and drops no
     reaching row, so the winner and its time are unchanged. Truncation alone leaves about
@@ -60,6 +66,7 @@ import csv
 import dataclasses
 import gzip
 import io
+import json
 import math
 import os
 import re
@@ -69,6 +76,11 @@ import tarfile
 from scoring import targets as targets_lib
 
 RULESETS = ('external_tuning', 'self_tuning')
+# version -> (root directory in the logs and in the archive, targets file, other files copied)
+VERSIONS = {
+    'v05': ('algoperf_v05', 'workload_targets_v05.json', ('held_out_workloads_algoperf_v05.json',)),
+    'v06': ('algoperf_v06', 'workload_targets_v06_leaderboard_8workloads.json', ()),
+}
 TARGETS_JSON = 'workload_targets_v05.json'
 HELD_OUT_JSON = 'held_out_workloads_algoperf_v05.json'
 ARCHIVE = 'algoperf_v05_extract.tar.gz'
@@ -150,18 +162,19 @@ def _to_csv(trial: _Trial, rows: list[list[str]]) -> bytes:
     return out.getvalue().encode()
 
 
-def collect(logs_dir: str, targets: targets_lib.Targets) -> dict[str, bytes]:
+def collect(logs_dir: str, targets: targets_lib.Targets, archive_root: str = ARCHIVE_ROOT) -> dict[str, bytes]:
     """Archive path -> reduced eval_measurements.csv for every scored trial of both rulesets.
 
     Args:
-        logs_dir: Directory holding `algoperf_v05/<ruleset>/...`.
+        logs_dir: Directory holding `<archive_root>/<ruleset>/...`.
         targets: Targets and the scored (base and held-out) workloads.
+        archive_root: `algoperf_v05` or `algoperf_v06`.
 
     Returns:
         Member name -> file contents.
     """
     scored = set(targets.base_workloads) | set(targets.held_out_workloads)
-    root = os.path.join(logs_dir, ARCHIVE_ROOT)
+    root = os.path.join(logs_dir, archive_root)
     trials: dict[str, _Trial | None] = {}
     # (ruleset, submission, study, workload) -> member names
     studies: dict[tuple, list[str]] = collections.defaultdict(list)
@@ -177,7 +190,7 @@ def collect(logs_dir: str, targets: targets_lib.Targets) -> dict[str, bytes]:
         m = WORKLOAD_DIR.match(rel[3])
         if m is None or m.group('workload') not in scored:
             continue
-        name = '/'.join([ARCHIVE_ROOT, *rel, EVAL_CSV])
+        name = '/'.join([archive_root, *rel, EVAL_CSV])
         trials[name] = _parse(
             os.path.join(dirpath, EVAL_CSV), targets.by_workload[m.group('workload')]
         )
@@ -215,28 +228,47 @@ def write_archive(members: dict[str, bytes], path: str) -> None:
         f.write(buf.getvalue())
 
 
+def write_targets(version: str, path: str | None = None) -> str:
+    """Writes our specs' targets for `version` in upstream's format; returns the path."""
+    payload = targets_lib.spec_targets_json(version)
+    path = path or os.path.join(_REPO, 'scoring', f'workload_targets_v{payload["benchmark_version"]}.json')
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        f.write(json.dumps(payload, indent=2) + '\n')
+    os.replace(tmp, path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
     parser.add_argument(
         '--logs_dir',
         default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..', 'shared',
                              'algoperf_logs'),
-        help='holds algoperf_v05/ and targets/ (upstream submissions_algorithms logs)',
+        help='holds algoperf_v05/, algoperf_v06/ and targets/ (upstream submissions_algorithms logs)',
     )
     parser.add_argument('--out_dir', default=os.path.join(_REPO, 'tests', 'scoring', 'data'))
+    parser.add_argument('--versions', default=','.join(VERSIONS), help='extracts to build (v05, v06)')
+    parser.add_argument('--write_targets', metavar='VERSION',
+                        help="only write scoring/workload_targets_v<VERSION>.json from our specs (e.g. 1.0)")
     args = parser.parse_args(argv)
 
+    if args.write_targets:
+        print(write_targets(args.write_targets))
+        return
     targets_dir = os.path.join(args.logs_dir, 'targets')
-    targets = targets_lib.from_json(os.path.join(targets_dir, TARGETS_JSON))
-    members = collect(args.logs_dir, targets)
     os.makedirs(args.out_dir, exist_ok=True)
-    archive = os.path.join(args.out_dir, ARCHIVE)
-    write_archive(members, archive)
-    for name in (TARGETS_JSON, HELD_OUT_JSON):
-        shutil.copyfile(os.path.join(targets_dir, name), os.path.join(args.out_dir, name))
-    raw_mb = sum(len(v) for v in members.values()) / 1e6
-    size_kb = os.path.getsize(archive) / 1e3
-    print(f'{archive}: {len(members)} trials, {raw_mb:.2f} MB of CSV, {size_kb:.0f} kB.')
+    for version in args.versions.split(','):
+        root, targets_json, extra = VERSIONS[version]
+        targets = targets_lib.from_json(os.path.join(targets_dir, targets_json))
+        members = collect(args.logs_dir, targets, root)
+        archive = os.path.join(args.out_dir, f'{root}_extract.tar.gz')
+        write_archive(members, archive)
+        for name in (targets_json, *extra):
+            shutil.copyfile(os.path.join(targets_dir, name), os.path.join(args.out_dir, name))
+        raw_mb = sum(len(v) for v in members.values()) / 1e6
+        size_kb = os.path.getsize(archive) / 1e3
+        print(f'{archive}: {len(members)} trials, {raw_mb:.2f} MB of CSV, {size_kb:.0f} kB.')
 
 
 if __name__ == '__main__':

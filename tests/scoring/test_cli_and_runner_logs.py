@@ -30,7 +30,7 @@ def _targets_file(tmp_path):
     """A targets JSON (upstream format) that scores `digits` as the single base workload."""
     path = tmp_path / 'targets.json'
     path.write_text(json.dumps({
-        'benchmark_version': 'test', 'base_workloads': ['digits'], 'held_out_workloads': [],
+        'benchmark_version': '1.0', 'base_workloads': ['digits'], 'held_out_workloads': [],
         'workloads': {'digits': {'target_metric_name': 'accuracy', 'validation_target_value': 0.9}},
     }))
     return path
@@ -65,21 +65,62 @@ def test_scores_logs_written_by_our_runner(tmp_path, runner_tree, capsys):
     # on a heavily loaded machine, where one run's time to target can be 5x the other's).
     assert other == pytest.approx(max(0.0, (4 - ratio) / 3), abs=0.03)
     for name in ('performance_profiles.png', 'performance_profiles.svg', 'time_to_target.png', 'time_to_target.svg',
-                 'nadamw_a_summary.csv', 'performance_profiles.csv', 'time_to_targets_gated.csv'):
+                 'nadamw_a_summary.csv', 'nadamw_a_study_summary.csv', 'performance_profiles.csv',
+                 'performance_profile_score.csv', 'time_to_targets_gated.csv'):
         assert (out / name).stat().st_size > 0, name
-    summary = pd.read_csv(out / 'nadamw_a_summary.csv')
+    summary = pd.read_csv(out / 'nadamw_a_study_summary.csv')
     assert list(summary['study']) == ['study_0', 'study_1'] and summary['validation_target_reached'].all()
     assert (summary['step_time_s'] > 0).all()
+    # Upstream's per-trial summary (v1.0 layout: no test columns, step_hint, pooled median step time).
+    upstream = pd.read_csv(out / 'nadamw_a_summary.csv', index_col=0)
+    assert list(upstream.columns) == [
+        'workload', 'trial', 'val target metric name', 'val target metric value', 'val target reached',
+        'best metric value on val', 'time to best eval on val (s)', 'time to target on val (s)', 'step_time (s)',
+        'step_hint']
+    assert list(upstream['workload']) == ['digits_pytorch'] * 2 and upstream['val target reached'].all()
+    assert upstream['step_time (s)'].nunique() == 1 and upstream['step_time (s)'].iloc[0] > 0
+    profile = pd.read_csv(out / 'performance_profile_score.csv', index_col=0)
+    assert profile.index.name == 'submission' and profile.shape == (2, 100)
+    assert float(profile.columns[0]) == 1.0 and float(profile.columns[-1]) == 4.0
 
 
-def test_default_targets_from_specs_score_our_runs(tmp_path, runner_tree):
-    # With our specs the 8 base workloads are scored; digits is not one of them, so every
-    # submission gets 0 but the run must succeed and say so in the CSVs.
+def test_default_targets_from_specs_say_which_workloads_were_ignored(tmp_path, runner_tree, capsys):
+    # With our specs (v1.0) the nine base workloads are scored; digits is not one of them, so
+    # every submission gets 0, and the report says in one line that digits was ignored and why.
     out = tmp_path / 'out'
     assert cli.main(['score', f'--submission_directory={runner_tree}', f'--output_dir={out}', '--no_plots',
                      '--self_tuning_ruleset']) == 0
     scores = pd.read_csv(out / 'scores.csv', index_col=0)
     assert (scores['score'] == 0).all()
+    printed = capsys.readouterr().out
+    [line] = [ln for ln in printed.splitlines() if ln.startswith('Ignored workloads')]
+    assert 'digits (dev workload of v1.0, 4 trials)' in line and '--workloads=digits' in line
+    assert line in (out / 'warnings.txt').read_text()
+
+
+def test_workloads_flag_scores_dev_runs_against_spec_targets(tmp_path, runner_tree, capsys):
+    from algoperf import registry
+
+    out = tmp_path / 'out'
+    assert cli.main(['score', f'--submission_directory={runner_tree}', f'--output_dir={out}', '--no_plots',
+                     '--self_tuning_ruleset', '--num_studies=2', '--workloads=digits,mnist']) == 0
+    assert 'Ignored workloads' not in capsys.readouterr().out
+    target = registry.get_spec('digits').validation_target_value
+    times = pd.read_csv(out / 'time_to_targets.csv', index_col=0)
+    for sub in ('nadamw_a', 'nadamw_b'):
+        study_times = []
+        for study in (0, 1):
+            evals = pd.read_csv(runner_tree / sub / f'study_{study}' / 'digits_pytorch' / 'trial_1' /
+                                'eval_measurements.csv')
+            hit = evals[evals['validation/accuracy'] >= target]
+            study_times.append(hit['score'].iloc[0] if len(hit) else math.inf)
+        assert times.loc[sub, 'digits'] == pytest.approx(sum(study_times) / 2)  # inf if a study missed it
+    # Two scored workloads, nobody logged mnist: the profile's denominator is 2, so the best
+    # submission on digits (if any reached it) scores 1/2.
+    gated = pd.read_csv(out / 'time_to_targets_gated.csv', index_col=0)
+    assert list(gated.columns) == ['digits', 'mnist']
+    scores = pd.read_csv(out / 'scores.csv', index_col=0)['score']
+    assert scores.max() == pytest.approx(0.5 if (times['digits'] < math.inf).any() else 0.0)
 
 
 def test_speedups_against_reference(tmp_path, runner_tree):
@@ -143,7 +184,7 @@ def test_trials_are_read_in_numeric_order(tmp_path):
     for k in (10, 2, 1):
         d = tmp_path / 'sub' / 'study_0' / 'mnist_pytorch' / f'trial_{k}'
         d.mkdir(parents=True)
-        (d / 'eval_measurements.csv').write_text('score,validation/accuracy\n1.0,0.5\n')
+        (d / 'eval_measurements.csv').write_text('global_step,score,validation/accuracy\n1,1.0,0.5\n')
     tree, _ = load_tree(str(tmp_path))
     assert [t.trial for t in tree['sub']] == ['trial_1', 'trial_2', 'trial_10']
 

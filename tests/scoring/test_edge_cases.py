@@ -196,12 +196,12 @@ def test_per_study_rule_takes_smallest_first_reaching_index_not_fastest(tmp_path
     write_trial(
         tmp_path, 'sub', 0, 'imagenet', 2, [(25.0, MISS), (50.0, MISS), (75.0, MISS), (100.0, HIT)]
     )
-    # Equal indices: the first trial in directory order wins, even though trial_2 is faster.
+    # Equal indices: the smallest time wins (scoring/time_to_target.py), whatever the order.
     write_trial(tmp_path, 'tie', 0, 'imagenet', 1, [(40.0, MISS), (80.0, HIT)])
     write_trial(tmp_path, 'tie', 0, 'imagenet', 2, [(20.0, MISS), (60.0, HIT)])
     result = run(tmp_path, accuracy_targets(), num_trials=2)
     assert result.times.loc['sub', 'imagenet'] == 300.0
-    assert result.times.loc['tie', 'imagenet'] == 80.0
+    assert result.times.loc['tie', 'imagenet'] == 60.0
 
 
 @pytest.mark.parametrize(
@@ -343,14 +343,21 @@ def test_metric_direction_and_exact_equality(tmp_path):
     assert result.times.loc['reversed'].to_dict() == {'criteo1tb': 10.0, 'imagenet_resnet': 10.0}
 
 
-def test_malformed_csv_raises_naming_the_file(tmp_path):
+def test_malformed_csv_is_excluded_naming_file_and_line(tmp_path):
+    solve(tmp_path, 'sub', 30.0, trial=1)
     path = write_csv(
-        tmp_path / 'sub' / 'study_0' / 'imagenet_jax' / 'trial_1' / logs.EVAL_CSV,
+        tmp_path / 'sub' / 'study_0' / 'imagenet_jax' / 'trial_2' / logs.EVAL_CSV,
         ('global_step', 'score', 'validation/accuracy'),
         [(1, 10.0, MISS), (2, 20.0, HIT, 'extra')],
     )
-    with pytest.raises(logs.LogFormatError, match=re.escape(str(path))):
-        run(tmp_path, accuracy_targets())
+    result = run(tmp_path, accuracy_targets(), num_trials=2)
+    # The bad trial's 20 s would have been the study's time; it is excluded instead.
+    assert result.times.loc['sub', 'imagenet'] == 30.0
+    [excluded] = result.load_report.excluded
+    assert excluded.path == str(path) and excluded.line == 3
+    assert f'{path}: line 3 has 4 fields, the header has 3' in excluded.reason
+    with pytest.raises(score.ScoringError, match=re.escape(str(path))):
+        run(tmp_path, accuracy_targets(), num_trials=2, strict=True)
 
 
 def test_missing_submission_directory_raises_naming_it(tmp_path):
