@@ -242,3 +242,46 @@ def _kernels(interpret: bool):
         'schedule_free_adamw': _schedule_free_adamw_kernel,
         'dtypes': dtypes,
     }
+
+
+def aot_configs() -> list[tuple]:
+    """(kernel, signature, constexprs, options) for every compiled launch variant.
+
+    What kernels/triton_optim.py launches on CUDA: each param dtype, aligned and
+    misaligned groups, every flag combination the host code can pass (SOFT_BF16 is
+    interpreter-only, so False), BLOCK = 2048 and 4 warps. Read by
+    tests/kernels/test_triton_aot_sm90.py, which compiles each for sm_90.
+    """
+    from kernels._multi_tensor_plan import _BLOCK
+
+    k = _kernels(False)
+    flags = {
+        'adam': [{'NESTEROV': n, 'DEVICE_BIAS': d} for n in (False, True) for d in (False, True)],
+        'sgd': [
+            {'HAS_MOMENTUM': False, 'FIRST_STEP': False, 'NESTEROV': False},
+            {'HAS_MOMENTUM': True, 'FIRST_STEP': True, 'NESTEROV': False},
+            {'HAS_MOMENTUM': True, 'FIRST_STEP': False, 'NESTEROV': False},
+            {'HAS_MOMENTUM': True, 'FIRST_STEP': False, 'NESTEROV': True},
+        ],
+        'schedule_free_adamw': [{}],
+    }
+    tables = {'numels', 'chunk_tensors', 'chunk_blocks'}
+    out = []
+    for name, variants in flags.items():
+        kernel = k[name]
+        for torch_dtype, tl_dtype in k['dtypes'].items():
+            for aligned in (True, False):
+                for extra in variants:
+                    const = {'PARAM_DTYPE': tl_dtype, 'ALIGNED': aligned, 'SOFT_BF16': False,
+                             'BLOCK': _BLOCK, **extra}  # fmt: skip
+                    sig = {}
+                    for arg in kernel.arg_names:
+                        if arg in const:
+                            continue
+                        sig[arg] = (
+                            '*i64' if arg.endswith('_ptrs') or arg in tables
+                            else '*fp32' if arg == 'hyper_ptr'
+                            else 'fp32'
+                        )  # fmt: skip
+                    out.append((kernel, sig, const, {'num_warps': 4}))
+    return out

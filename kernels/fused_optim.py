@@ -23,9 +23,12 @@ Scope and fallbacks (decided per call by ``_path``):
     * CUDA tensors: the function of the same name in ``kernels.triton_optim``, if that
       module imports; else the reference, with one warning per process.
     * Anything else (non-contiguous or other-dtype CPU tensors, other devices, no
-      extension, under ``torch.compile``): the reference, with one warning per process if
-      the extension is missing for CPU inputs. Traced by ``torch.compile``, the reference
-      is plain elementwise torch that inductor can fuse.
+      extension): the reference, with one warning per process if the extension is
+      missing for CPU inputs.
+    * Under ``torch.compile``: each public op is a ``torch.library`` custom op
+      (``algoperf::fused_adam``, ``fused_sgd``, ``fused_schedule_free_adamw``; mutating,
+      with fake implementations), so the compiled graph holds one opaque node that runs
+      the dispatch above at run time, and the fused kernel stays in the compiled step.
 """
 
 import functools
@@ -343,7 +346,7 @@ def _path(op: str, params: Tensors, grads: Tensors, states: Sequence[Tensors]) -
     return _REFERENCE
 
 
-def adam_(
+def _adam_eager(
     params: Tensors,
     grads: Tensors,
     exp_avgs: Tensors,
@@ -399,7 +402,7 @@ def adam_(
     )
 
 
-def sgd_(
+def _sgd_eager(
     params: Tensors,
     grads: Tensors,
     momentum_buffers: Tensors,
@@ -445,7 +448,7 @@ def sgd_(
     )
 
 
-def schedule_free_adamw_(
+def _schedule_free_adamw_eager(
     params: Tensors,
     grads: Tensors,
     zs: Tensors,
@@ -496,3 +499,229 @@ def schedule_free_adamw_(
         eps=eps,
         weight_decay=weight_decay,
     )
+
+
+# --------------------------------------------------------------------------------------
+# torch.library custom ops: what ``torch.compile`` sees.
+#
+# Traced by dynamo, the public functions below call these ops instead of running the
+# dispatch, so a compiled training step keeps the fused kernel (C++ on CPU, Triton on CUDA)
+# as one opaque node that mutates its lists, instead of inlining the reference. Eager calls
+# go straight to the dispatch (no op-dispatcher overhead, the same errors as before). The
+# ops are registered when this module is imported (dynamo cannot trace a registration), in
+# the project's ``algoperf`` op namespace. Scalars that may be tensors (the capturable
+# step, a device lr) travel in an Optional[Tensor] slot beside their float/int slot.
+
+
+def _split_scalar(x: Scalar) -> tuple[float, torch.Tensor | None]:
+    """(float slot, tensor slot) of a step-varying scalar (lr, ckp1, ...), for tracing.
+
+    Under torch.compile pass step-varying scalars as 0-d tensors (or constants): a Python
+    float computed from a dynamic int step (a SymFloat, e.g. ckp1 = 1 / t) is specialised
+    when it reaches an op, and dynamo 2.13 can then fail its own guard ("Guard failed on
+    the same frame it was created"; seen with Schedule-Free's scalars).
+    """
+    return (0.0, x) if isinstance(x, torch.Tensor) else (float(x), None)
+
+
+@torch.library.custom_op(
+    'algoperf::fused_adam', mutates_args=('params', 'exp_avgs', 'exp_avg_sqs')
+)
+def _adam_op(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    step: int,
+    step_tensor: torch.Tensor | None,
+    lr: float,
+    lr_tensor: torch.Tensor | None,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    nesterov: bool,
+) -> None:
+    _adam_eager(
+        params, grads, exp_avgs, exp_avg_sqs,
+        step=step if step_tensor is None else step_tensor,
+        lr=lr if lr_tensor is None else lr_tensor,
+        beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, nesterov=nesterov,
+    )  # fmt: skip
+
+
+@_adam_op.register_fake
+def _(params, grads, exp_avgs, exp_avg_sqs, step, step_tensor, lr, lr_tensor, *rest):
+    return None
+
+
+@torch.library.custom_op('algoperf::fused_sgd', mutates_args=('params', 'momentum_buffers'))
+def _sgd_op(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    momentum_buffers: list[torch.Tensor],
+    lr: float,
+    lr_tensor: torch.Tensor | None,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    first_step: bool,
+) -> None:
+    _sgd_eager(
+        params, grads, momentum_buffers, lr=lr if lr_tensor is None else lr_tensor,
+        momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+        nesterov=nesterov, first_step=first_step,
+    )  # fmt: skip
+
+
+@_sgd_op.register_fake
+def _(params, grads, momentum_buffers, *rest):
+    return None
+
+
+@torch.library.custom_op(
+    'algoperf::fused_schedule_free_adamw', mutates_args=('params', 'zs', 'exp_avg_sqs')
+)
+def _schedule_free_adamw_op(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    zs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    lr: float,
+    lr_tensor: torch.Tensor | None,
+    ckp1: float,
+    ckp1_tensor: torch.Tensor | None,
+    adaptive_y_lr: float,
+    adaptive_y_lr_tensor: torch.Tensor | None,
+    beta2: float,
+    bias_correction2: float,
+    bias_correction2_tensor: torch.Tensor | None,
+    eps: float,
+    weight_decay: float,
+) -> None:
+    _schedule_free_adamw_eager(
+        params, grads, zs, exp_avg_sqs,
+        lr=lr if lr_tensor is None else lr_tensor,
+        ckp1=ckp1 if ckp1_tensor is None else ckp1_tensor,
+        adaptive_y_lr=adaptive_y_lr if adaptive_y_lr_tensor is None else adaptive_y_lr_tensor,
+        beta2=beta2,
+        bias_correction2=(
+            bias_correction2 if bias_correction2_tensor is None else float(bias_correction2_tensor)
+        ),
+        eps=eps, weight_decay=weight_decay,
+    )  # fmt: skip
+
+
+@_schedule_free_adamw_op.register_fake
+def _(params, grads, zs, exp_avg_sqs, *rest):
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# Public API.
+
+
+def adam_(
+    params: Tensors,
+    grads: Tensors,
+    exp_avgs: Tensors,
+    exp_avg_sqs: Tensors,
+    *,
+    step: int | torch.Tensor,
+    lr: Scalar,
+    beta1: Scalar,
+    beta2: Scalar,
+    eps: Scalar,
+    weight_decay: Scalar,
+    nesterov: bool = False,
+) -> None:
+    """One fused AdamW step (NAdamW if ``nesterov``), in place; see ``adam_reference``.
+
+    Args and Raises: as ``adam_reference``; ``step`` may also be a 1-element tensor. On
+    CUDA that is the capturable form: the Triton kernel derives the bias corrections from
+    it on the device, so the call never synchronises and a CUDA graph can replay it. On
+    the C++ path the kernel raises TypeError or ValueError, naming the list and index, for
+    mismatched shapes or dtypes. Under ``torch.compile`` this is the custom op
+    ``algoperf::fused_adam`` (one node; the same kernels at run time).
+    """
+    if not torch.compiler.is_compiling():
+        _adam_eager(
+            params, grads, exp_avgs, exp_avg_sqs, step=step, lr=lr, beta1=beta1, beta2=beta2,
+            eps=eps, weight_decay=weight_decay, nesterov=nesterov,
+        )  # fmt: skip
+        return
+    _check_lengths('adam_', params, grads=grads, exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs)
+    step_int, step_tensor = (0, step) if isinstance(step, torch.Tensor) else (int(step), None)
+    lr_f, lr_t = _split_scalar(lr)
+    _adam_op(
+        list(params), list(grads), list(exp_avgs), list(exp_avg_sqs), step_int, step_tensor,
+        lr_f, lr_t, float(beta1), float(beta2), float(eps), float(weight_decay), bool(nesterov),
+    )  # fmt: skip
+
+
+def sgd_(
+    params: Tensors,
+    grads: Tensors,
+    momentum_buffers: Tensors,
+    *,
+    lr: Scalar,
+    momentum: Scalar,
+    dampening: Scalar,
+    weight_decay: Scalar,
+    nesterov: bool,
+    first_step: bool,
+) -> None:
+    """One fused ``torch.optim.SGD`` step, in place; see ``sgd_reference``.
+
+    Args and Raises: as ``sgd_reference``. Under ``torch.compile``: the custom op
+    ``algoperf::fused_sgd``.
+    """
+    if not torch.compiler.is_compiling():
+        _sgd_eager(
+            params, grads, momentum_buffers, lr=lr, momentum=momentum, dampening=dampening,
+            weight_decay=weight_decay, nesterov=nesterov, first_step=first_step,
+        )  # fmt: skip
+        return
+    _check_lengths('sgd_', params, grads=grads)
+    lr_f, lr_t = _split_scalar(lr)
+    _sgd_op(
+        list(params), list(grads), list(momentum_buffers), lr_f, lr_t, float(momentum),
+        float(dampening), float(weight_decay), bool(nesterov), bool(first_step),
+    )  # fmt: skip
+
+
+def schedule_free_adamw_(
+    params: Tensors,
+    grads: Tensors,
+    zs: Tensors,
+    exp_avg_sqs: Tensors,
+    *,
+    lr: Scalar,
+    ckp1: Scalar,
+    adaptive_y_lr: Scalar,
+    beta2: Scalar,
+    bias_correction2: Scalar,
+    eps: Scalar,
+    weight_decay: Scalar,
+) -> None:
+    """One fused Schedule-Free AdamW step, in place; see ``schedule_free_adamw_reference``.
+
+    Args and Raises: as ``schedule_free_adamw_reference``. Under ``torch.compile``: the
+    custom op ``algoperf::fused_schedule_free_adamw``.
+    """
+    if not torch.compiler.is_compiling():
+        _schedule_free_adamw_eager(
+            params, grads, zs, exp_avg_sqs, lr=lr, ckp1=ckp1, adaptive_y_lr=adaptive_y_lr,
+            beta2=beta2, bias_correction2=bias_correction2, eps=eps, weight_decay=weight_decay,
+        )  # fmt: skip
+        return
+    _check_lengths('schedule_free_adamw_', params, grads=grads, zs=zs, exp_avg_sqs=exp_avg_sqs)
+    lr_f, lr_t = _split_scalar(lr)
+    ckp1_f, ckp1_t = _split_scalar(ckp1)
+    ylr_f, ylr_t = _split_scalar(adaptive_y_lr)
+    bc2_f, bc2_t = _split_scalar(bias_correction2)
+    _schedule_free_adamw_op(
+        list(params), list(grads), list(zs), list(exp_avg_sqs), lr_f, lr_t, ckp1_f, ckp1_t,
+        ylr_f, ylr_t, float(beta2), bc2_f, bc2_t, float(eps), float(weight_decay),
+    )  # fmt: skip

@@ -28,7 +28,7 @@ import functools
 
 import torch
 
-__all__ = ['available', 'bmm', 'coupled_newton']
+__all__ = ['AOT_CONFIGS', 'available', 'bmm', 'coupled_newton']
 
 triton = None  # bound by _kernels(); the interpreter resolves `tl` in module globals
 tl = None
@@ -104,9 +104,40 @@ def _kernels(interpret: bool):
     return _bmm_kernel
 
 
+def _aot_configs() -> list[tuple]:
+    """(kernel, signature, constexprs, options) of the launches ``coupled_newton`` makes.
+
+    Shampoo's block sizes 128, 512 and 1024 with their compiled tiles (``_tiles``), each
+    operand transform ``bmm`` is called with (plain, T on B, T on A with the residual, T
+    on both), in the three precisions. For tests/kernels/test_triton_aot_sm90.py.
+    """
+    kernel = _kernels(False)
+    sig = {'a_ptr': '*fp32', 'b_ptr': '*fp32', 'c_ptr': '*fp32', 'res_ptr': '*fp32',
+           'alpha': 'fp32', 'beta': 'fp32'}  # fmt: skip
+    ops = [(False, False, False), (False, True, False), (True, False, True), (True, True, False),
+           (False, False, True)]  # fmt: skip
+    out = []
+    for n in (128, 512, 1024):
+        bm, bn, bk = _compiled_tiles(n)
+        for precision in ('ieee', 'tf32x3', 'tf32'):
+            for op_a, op_b, residual in ops:
+                const = {'n': n, 'OP_A': op_a, 'OP_B': op_b, 'RESIDUAL': residual,
+                         'PRECISION': precision, 'INTERPRETED': False, 'BM': bm, 'BN': bn,
+                         'BK': bk}  # fmt: skip
+                out.append((kernel, dict(sig), const, {}))
+    return out
+
+
+AOT_CONFIGS = _aot_configs  # a callable: importing this module imports no triton
+
+
 def _tiles(n: int) -> tuple[int, int, int]:
     if _interpret():
         return 32, 32, 32  # fewer, larger programs: the interpreter's cost is per program
+    return _compiled_tiles(n)
+
+
+def _compiled_tiles(n: int) -> tuple[int, int, int]:
     return (64, 64, 32) if n > 256 else (32, 32, 32)
 
 

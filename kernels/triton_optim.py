@@ -84,9 +84,19 @@ from kernels._multi_tensor_plan import (  # noqa: F401  (_BLOCK, _PLANS: used by
     _host_scalar,
     _plan,
 )
-from kernels._triton_optim_kernels import _interpret, _kernels, _triton_importable, available
+from kernels._triton_optim_kernels import (
+    _interpret,
+    _kernels,
+    _triton_importable,
+    aot_configs,
+    available,
+)
 
-__all__ = ['adam_', 'available', 'schedule_free_adamw_', 'sgd_']
+__all__ = ['AOT_CONFIGS', 'adam_', 'available', 'schedule_free_adamw_', 'sgd_']
+
+# Every compiled launch variant, for tests/kernels/test_triton_aot_sm90.py; a callable, so
+# importing this module imports no triton.
+AOT_CONFIGS = aot_configs
 
 _NUM_WARPS = 4
 
