@@ -31,7 +31,7 @@ import math
 import os
 import resource
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -223,11 +223,19 @@ def format_table(report: Dict[str, Any]) -> str:
                  f'{_rate(report["examples_per_second"])} examples/s at global batch {report["global_batch_size"]}; '
                  + ', '.join(f'{k} {v:,.1f}' for k, v in report['memory'].items()))
     if report.get('eval_seconds') is not None:
-        extrapolated = report.get('eval_batches_measured', 0) < report.get('eval_batches_full', 0)
-        how = (f' (extrapolated from {report["eval_batches_measured"]} of {report["eval_batches_full"]} batches)'
-               if extrapolated else '')
-        lines.append(f'one full eval (off the clock in a trial): {report["eval_seconds"]:.3f} s{how}')
+        lines.append(format_eval_line(report))
     return '\n'.join(lines)
+
+
+def format_eval_line(report: Dict[str, Any]) -> str:
+    """The timed eval's line of the table ('' when no eval was timed)."""
+    if report.get('eval_seconds') is None:
+        return ''
+    extrapolated = report.get('eval_batches_measured', 0) < report.get('eval_batches_full', 0)
+    how = (f' (extrapolated from {report["eval_batches_measured"]} of {report["eval_batches_full"]} batches)'
+           if extrapolated else '')
+    return (f'one full eval at eval batch {report["eval_batch_size"]} (off the clock in a trial): '
+            f'{report["eval_seconds"]:.3f} s{how}')
 
 
 def plot(report: Dict[str, Any], path_png: str) -> None:
@@ -254,7 +262,7 @@ def plot(report: Dict[str, Any], path_png: str) -> None:
     fig.savefig(path_png)
 
 
-def _time_eval(workload, trial, runtime, data_dir, rng, eval_batches: int) -> Dict[str, Any]:
+def _time_eval(workload, trial, runtime, data_dir, rng, eval_batches: int, eval_batch_size: int) -> Dict[str, Any]:
     """Times one eval on at most `eval_batches` batches per split and extrapolates to the full eval.
 
     A full eval can be hours (Criteo: 83M eval_train + 83M validation + 95M test examples,
@@ -262,11 +270,11 @@ def _time_eval(workload, trial, runtime, data_dir, rng, eval_batches: int) -> Di
     by swapping in a copy of the workload's spec for the duration of the call.
     """
     spec = workload.workload_spec
-    cap = eval_batches * workload.eval_batch_size
+    cap = eval_batches * eval_batch_size
     counts = {k: getattr(spec, k) for k in ('num_eval_train_examples', 'num_validation_examples', 'num_test_examples')}
     capped = {k: (min(v, cap) if v else v) for k, v in counts.items()}
-    full = sum(math.ceil(v / workload.eval_batch_size) for v in counts.values() if v)
-    ran = sum(math.ceil(v / workload.eval_batch_size) for v in capped.values() if v)
+    full = sum(math.ceil(v / eval_batch_size) for v in counts.values() if v)
+    ran = sum(math.ceil(v / eval_batch_size) for v in capped.values() if v)
     from algoperf.timing import Clock
 
     workload._eval_iters = {}
@@ -274,7 +282,7 @@ def _time_eval(workload, trial, runtime, data_dir, rng, eval_batches: int) -> Di
     try:
         clock = Clock(runtime)
         t0 = clock.now()
-        workload.eval_model(workload.eval_batch_size, trial.params, trial.model_state, rng, data_dir, None,
+        workload.eval_model(eval_batch_size, trial.params, trial.model_state, rng, data_dir, None,
                             trial.global_step)
         measured = clock.now() - t0
     finally:
@@ -298,12 +306,21 @@ def profile_workload(workload_name: str, submission_path: str, data: str = 'synt
                      warmup: int = 5, trace: Optional[str] = None, output_dir: Optional[str] = None,
                      global_batch_size: Optional[int] = None, tuning_search_space: Optional[str] = None,
                      rng_seed: int = 0, run_eval: bool = True, torch_compile: bool = False,
-                     device: Optional[str] = None, eval_batches: int = 8) -> Dict[str, Any]:
+                     device: Optional[str] = None, eval_batches: int = 8,
+                     eval_batch_size: Optional[int] = None,
+                     on_steps: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
     """Profile `steps` steps (after `warmup`) of a submission on a workload; returns the report.
 
     Hyperparameters: the first point of `tuning_search_space`, else None (self-tuning).
-    The eval is timed on at most `eval_batches` eval batches per split and extrapolated
-    (`eval_seconds`); `eval_seconds_measured` is what ran.
+    The eval is timed on at most `eval_batches` eval batches per split of `eval_batch_size`
+    examples (default: the workload's) and extrapolated (`eval_seconds`);
+    `eval_seconds_measured` is what ran.
+
+    The step phases are reported before the eval runs, so an eval that fails (or is killed)
+    does not lose them: `profile.json` and `profile.png` are written to `output_dir` and
+    `on_steps(report)` is called (the CLI prints the table there); after the eval,
+    profile.json is written again with the eval's fields (or `eval_error`, then the
+    error is re-raised).
     """
     from algoperf import random_utils as prng
     from algoperf import registry, search_space
@@ -319,6 +336,8 @@ def profile_workload(workload_name: str, submission_path: str, data: str = 'synt
         raise ValueError('--steps must be >= 2 and --warmup >= 0')
     if eval_batches < 1:
         raise ValueError(f'--eval_batches={eval_batches}: must be >= 1')
+    if eval_batch_size is not None and eval_batch_size < 1:
+        raise ValueError(f'--eval_batch_size={eval_batch_size}: must be >= 1')
     runtime = Runtime.from_env(device=device)
     runtime.init_process_group()
     spec = registry.get_spec(workload_name)
@@ -334,11 +353,14 @@ def profile_workload(workload_name: str, submission_path: str, data: str = 'synt
         data_dir = os.path.expanduser(data)
         getattr(workload, 'validate_data_dir', lambda d: None)(data_dir)
     batch = global_batch_size or sub.batch_size(workload_name, spec.base_workload)
+    eval_batch = eval_batch_size or workload.eval_batch_size
+    if eval_batch % runtime.world_size:
+        raise ValueError(f'--eval_batch_size={eval_batch}: must be a multiple of the {runtime.world_size} ranks')
     config = RunConfig(submission_path=submission_path, workload=workload_name, experiment_dir='(profile)',
                        tuning_ruleset='self', data_dir=data_dir, max_global_steps=warmup + steps, skip_evals=True,
                        save_checkpoints=False, progress=False, torch_compile=torch_compile)
     setup = TrialSetup(config=config, runtime=runtime, clock=Clock(runtime), global_batch_size=batch,
-                       global_eval_batch_size=workload.eval_batch_size, trial_dir=None,
+                       global_eval_batch_size=eval_batch, trial_dir=None,
                        profiler=PassThroughProfiler(), progress=Progress(enabled=False),
                        compile_model=spec.compile_model, compile_loss=spec.compile_loss)
     trial = _Trial(workload, sub, hp, prng.split(prng.PRNGKey(rng_seed), 2)[0], setup)
@@ -364,13 +386,29 @@ def profile_workload(workload_name: str, submission_path: str, data: str = 'synt
     report = summarize(timer, warmup, batch)
     report.update(workload=workload_name, submission=submission_path, data=data, device=str(runtime.device),
                   world_size=runtime.world_size, global_batch_size=batch, warmup_steps=warmup,
-                  torch_version=torch.__version__, memory=peak_memory(runtime.device), trace=trace)
+                  torch_version=torch.__version__, memory=peak_memory(runtime.device), trace=trace,
+                  eval_batch_size=eval_batch)
     report['eval_seconds'] = None
-    if run_eval:
-        report.update(_time_eval(workload, trial, runtime, data_dir, prng.PRNGKey(rng_seed), eval_batches))
-    if output_dir and runtime.is_main:
+    write = bool(output_dir) and runtime.is_main
+    json_path = os.path.join(output_dir, 'profile.json') if write else None
+    # The step phases first: an eval that fails or is killed (an OOM) must not lose them.
+    if write:
         os.makedirs(output_dir, exist_ok=True)
-        write_json(report, os.path.join(output_dir, 'profile.json'))
+        write_json(report, json_path)
         plot(report, os.path.join(output_dir, 'profile.png'))
+    if on_steps is not None and runtime.is_main:
+        on_steps(report)
+    if run_eval:
+        try:
+            report.update(_time_eval(workload, trial, runtime, data_dir, prng.PRNGKey(rng_seed), eval_batches,
+                                     eval_batch))
+        except BaseException as e:
+            if write:
+                report['eval_error'] = f'{type(e).__name__}: {e}'
+                write_json(report, json_path)
+            raise
+        if write:
+            report['memory_with_eval'] = peak_memory(runtime.device)
+            write_json(report, json_path)
     runtime.shutdown()
     return report

@@ -8,10 +8,26 @@ the `Runtime` (device, rank, world size) instead of module-level globals.
 
 from __future__ import annotations
 
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 from algoperf import spec
 from algoperf.workload_spec import WorkloadSpec
+
+_log = logging.getLogger(__name__)
+
+# Memory-bounded evaluation (see `SpecWorkload.eval_examples_per_forward`).
+EVAL_MAX_EXAMPLES_ENV = 'ALGOPERF_EVAL_MAX_EXAMPLES'  # Examples per eval forward, per device.
+EVAL_MEMORY_ENV = 'ALGOPERF_EVAL_MEMORY_MB'  # Activation budget of one eval forward.
+# Default budgets. CPU: 4 GiB keeps an eval beside the cached eval splits and the model
+# state on a 24 GB machine (fastMRI caches ~2.9 GB of slices per split, as upstream).
+# CUDA: a quarter of the device (an H200's 35 GB; upstream's 16 GB V100s ran 1/8 of
+# each eval batch per device, e.g. ogbg's 4,096 graphs in ~2.4 GB).
+_CPU_EVAL_MEMORY_BYTES = 4 << 30
+_CUDA_EVAL_MEMORY_FRACTION = 0.25
 
 
 class SpecWorkload(spec.Workload):
@@ -20,6 +36,13 @@ class SpecWorkload(spec.Workload):
     `_build_input_queue` and `_eval_model_on_split`."""
 
     workload_spec: ClassVar[WorkloadSpec]
+    # Peak bytes one eval example adds to an eval forward (activations under no_grad,
+    # measured or estimated per workload; see each workload's comment). None: evals
+    # are small enough to run their whole batch at once.
+    eval_bytes_per_example: ClassVar[int | None] = None
+    # Examples per eval forward, per device, overriding the derived cap (tests); the
+    # environment variable ALGOPERF_EVAL_MAX_EXAMPLES overrides both.
+    eval_max_examples_per_forward: int | None = None
 
     def __init__(self, runtime=None, **kwargs: Any) -> None:
         super().__init__()
@@ -185,19 +208,221 @@ class SpecWorkload(spec.Workload):
     def validate_data_dir(self, data_dir: str) -> None:
         """Raise FileNotFoundError naming what is missing (before any log is written)."""
 
+    # Evaluation: memory-bounded forwards, the pass actually present, true counts ----------------
+    def eval_examples_per_forward(self) -> int | None:
+        """Most examples (per device) one eval forward may take; None: no cap.
+
+        From, in order: the environment variable ALGOPERF_EVAL_MAX_EXAMPLES, the
+        attribute `eval_max_examples_per_forward`, or the eval memory budget
+        (ALGOPERF_EVAL_MEMORY_MB, default 4 GiB on CPU and a quarter of a CUDA device)
+        divided by the workload's `eval_bytes_per_example`.
+        """
+        env = os.environ.get(EVAL_MAX_EXAMPLES_ENV)
+        if env:
+            return _positive_int(env, EVAL_MAX_EXAMPLES_ENV)
+        if self.eval_max_examples_per_forward is not None:
+            return _positive_int(self.eval_max_examples_per_forward, 'eval_max_examples_per_forward')
+        if self.eval_bytes_per_example is None:
+            return None
+        return max(1, self._eval_memory_bytes() // self.eval_bytes_per_example)
+
+    def _eval_memory_bytes(self) -> int:
+        env = os.environ.get(EVAL_MEMORY_ENV)
+        if env:
+            return _positive_int(env, EVAL_MEMORY_ENV) << 20
+        device = self.runtime.device
+        if device.type == 'cuda':
+            import torch
+
+            total = torch.cuda.get_device_properties(device).total_memory
+            return int(total * _CUDA_EVAL_MEMORY_FRACTION)
+        return _CPU_EVAL_MEMORY_BYTES
+
+    def _eval_in_chunks(
+        self, eval_fn: Callable[[Any], Any], batch: Any, combine: Callable | None = None
+    ) -> Any:
+        """`eval_fn(batch)` run on slices of at most `eval_examples_per_forward()`
+        examples, the slices' results combined (default: added).
+
+        With the default, `eval_fn` must return sums (a tensor, a dict/tuple/list of
+        them, or numbers) so that the result equals the unchunked one up to float
+        summation order; `combine=torch.cat`-like functions take the list of per-slice
+        results (e.g. predictions). Every tensor of `batch` (also inside dicts and
+        tuples) is sliced along dim 0.
+        """
+        cap = self.eval_examples_per_forward()
+        size = batch_size_of(batch)
+        if cap is None or size is None or size <= cap:
+            return eval_fn(batch)
+        parts = [
+            eval_fn(slice_batch(batch, start, min(start + cap, size)))
+            for start in range(0, size, cap)
+        ]
+        if combine is not None:
+            return combine(parts)
+        total = parts[0]
+        for part in parts[1:]:
+            total = add_sums(total, part)
+        return total
+
+    @staticmethod
+    def _one_pass(queue: Iterator, num_examples: int, global_batch_size: int) -> Iterable:
+        """The batches of one eval pass of `queue`.
+
+        A queue that knows its pass (`batches_per_pass`: built from at most
+        `num_examples` of the data actually present) gives that many batches, so an eval
+        stops at the data instead of cycling it; others (synthetic, endless) give
+        upstream's ceil(num_examples / global_batch_size) global batches (times the
+        queue's `batches_per_global_batch` where it packs one global batch as several
+        smaller ones). A queue that ends earlier ends the pass.
+        """
+        import itertools
+
+        count = getattr(queue, 'batches_per_pass', None)
+        if count is None:
+            per_global = getattr(queue, 'batches_per_global_batch', 1)
+            count = math.ceil(num_examples / global_batch_size) * per_global
+        return itertools.islice(queue, count)
+
+    def _eval_count(self, split: str, num_examples: int, present: float | int | None) -> int:
+        """min(the spec's count, the examples the pass held): what an eval's sums are divided
+        by and what `<split>/num_examples` records. One warning per split when the data
+        holds fewer examples than the spec.
+
+        With the full dataset the pass holds at least `num_examples` real examples, so
+        the result is `num_examples`, as upstream (synthetic passes of whole batches can
+        hold more; upstream divides by `num_examples` then too).
+        """
+        if present is None:
+            return num_examples
+        present = int(round(float(present)))
+        count = min(num_examples, present)
+        counts = self.__dict__.setdefault('_eval_example_counts', {})
+        warned = self.__dict__.setdefault('_eval_count_warned', set())
+        counts[split] = count
+        if present < num_examples and split not in warned:
+            warned.add(split)
+            _log.warning(
+                '%s: the %s data holds %d examples, fewer than the %d of the spec; '
+                'evaluating those (%s/num_examples records %d)',
+                self.workload_spec.name, split, present, num_examples,
+                _LOGGED_SPLIT.get(split, split), count,
+            )  # fmt: skip
+        return max(count, 1)
+
+    def eval_model(
+        self,
+        global_batch_size: int,
+        params: spec.ParameterContainer,
+        model_state: spec.ModelAuxiliaryState,
+        rng: spec.RandomState,
+        data_dir: str,
+        imagenet_v2_data_dir: str | None,
+        global_step: int,
+    ) -> dict[str, float]:
+        """Upstream's eval, with `validation/num_examples` and `test/num_examples` the
+        number of examples the eval actually read (see `_eval_count`)."""
+        self.__dict__['_eval_example_counts'] = {}
+        metrics = super().eval_model(
+            global_batch_size, params, model_state, rng, data_dir, imagenet_v2_data_dir,
+            global_step,
+        )  # fmt: skip
+        for split, count in self.__dict__['_eval_example_counts'].items():
+            key = f'{split}/num_examples'
+            if key in metrics:
+                metrics[key] = count
+        return metrics
+
+
+_LOGGED_SPLIT = {'eval_train': 'train'}
+
+
+def _positive_int(value, name: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1 or str(number) != str(value).strip():
+        raise ValueError(f'{name}={value!r}: must be a positive integer')
+    return number
+
+
+def batch_size_of(batch: Any) -> int | None:
+    """Length along dim 0 of the first tensor in `batch` (dicts and tuples searched)."""
+    import torch
+
+    if torch.is_tensor(batch):
+        return int(batch.shape[0]) if batch.dim() else None
+    values = batch.values() if isinstance(batch, dict) else batch
+    if isinstance(values, (tuple, list)) or isinstance(batch, dict):
+        for value in values:
+            size = batch_size_of(value)
+            if size is not None:
+                return size
+    return None
+
+
+def slice_batch(batch: Any, start: int, stop: int) -> Any:
+    """`batch` with every tensor sliced to [start:stop] along dim 0 (views, no copies)."""
+    import torch
+
+    if torch.is_tensor(batch):
+        return batch[start:stop] if batch.dim() else batch
+    if isinstance(batch, dict):
+        return {k: slice_batch(v, start, stop) for k, v in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, '_fields'):  # A namedtuple.
+        return type(batch)(*(slice_batch(v, start, stop) for v in batch))
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(slice_batch(v, start, stop) for v in batch)
+    return batch
+
+
+def add_sums(a: Any, b: Any) -> Any:
+    """Element-wise a + b over tensors, numbers and dicts/tuples/lists of them."""
+    if isinstance(a, dict):
+        return {k: add_sums(a[k], b[k]) for k in a}
+    if isinstance(a, (tuple, list)):
+        return type(a)(add_sums(x, y) for x, y in zip(a, b))
+    return a + b
+
 
 class EvalPass:
     """An eval split's batches for one pass, cycled (evals reuse them), with the pass length.
 
-    `_eval_model_on_split` of the readers that pack or pad batches runs `batches_per_pass`
-    batches instead of upstream's ceil(num_examples / batch size).
+    `batches_per_pass` is the pass over the data actually present (`_one_pass` runs that
+    many instead of upstream's ceil(num_examples / batch size)); `num_examples`, when
+    known, the real examples the pass holds over all ranks.
+
+    Args:
+      batches: the pass's batches, kept (e.g. on the device) and cycled; or
+      source: an endless iterator that already cycles its pass, with its
+        `batches_per_pass` (None: unknown, upstream's count applies).
+      num_examples: real examples of the pass over all ranks, when known.
+      batches_per_global_batch: smaller batches that stand for one global batch
+        (synthetic queues packed for memory-bounded evals; see `_one_pass`).
     """
 
-    def __init__(self, batches: list) -> None:
+    def __init__(
+        self,
+        batches: list | None = None,
+        *,
+        source: Iterator | None = None,
+        batches_per_pass: int | None = None,
+        num_examples: int | None = None,
+        batches_per_global_batch: int = 1,
+    ) -> None:
         import itertools
 
-        self.batches_per_pass = len(batches)
-        self._cycle = itertools.cycle(batches)
+        if (batches is None) == (source is None):
+            raise TypeError('EvalPass takes batches or source')
+        if batches is not None:
+            self.batches_per_pass = len(batches)
+            self._cycle = itertools.cycle(batches)
+        else:
+            self.batches_per_pass = batches_per_pass
+            self._cycle = source
+        self.num_examples = num_examples
+        self.batches_per_global_batch = batches_per_global_batch
 
     def __iter__(self):
         return self

@@ -57,7 +57,8 @@ def test_ctc_loss_matches_per_example_reference():
     expected = torch.stack(expected)
     torch.testing.assert_close(out['per_example'], expected, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(out['summed'], expected.sum(), rtol=1e-10, atol=1e-10)
-    assert out['n_valid_examples'].item() == 2  # The empty target does not count.
+    # No mask: upstream's `mask_batch = target_lengths`, so n_valid counts tokens (4 + 2 + 0).
+    assert out['n_valid_examples'].item() == 6
     masked = _workload().loss_fn(
         (targets, target_paddings), (logits, logit_paddings), torch.tensor([1.0, 0.0, 1.0])
     )

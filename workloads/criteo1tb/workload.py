@@ -164,13 +164,14 @@ class Criteo1TbDlrmSmallWorkload(SpecWorkload):
     def _eval_batch(
         self, params: spec.ParameterContainer, batch: dict[str, spec.Tensor]
     ) -> spec.Tensor:
-        """Summed masked loss of one batch, as float64 (upstream sums batches in float64)."""
+        """[summed masked loss, real examples] of one batch, as float64 (upstream sums
+        batches in float64)."""
         logits, _ = self.model_fn(params, batch, None, spec.ForwardPassMode.EVAL, None, False)
         weights = batch.get('weights')
         if weights is None:
             weights = torch.ones(len(logits), device=logits.device)
         summed = self.loss_fn(batch['targets'], logits, weights)['summed']
-        return summed.to(dtype=torch.float64)
+        return torch.stack([summed.to(dtype=torch.float64), weights.sum(dtype=torch.float64)])
 
     def _eval_model_on_split(
         self,
@@ -183,36 +184,44 @@ class Criteo1TbDlrmSmallWorkload(SpecWorkload):
         data_dir: str,
         global_step: int = 0,
     ) -> dict[str, float]:
-        """{'loss': summed loss over ceil(num_examples / batch) batches / num_examples}."""
+        """{'loss': summed loss over one pass / min(num_examples, examples present)}.
+
+        A pass is ceil(num_examples / batch) batches, as upstream, or the split's lines
+        when they are fewer (then the last batch is padded). Each eval reads its pass
+        afresh: the reader's replay re-reads the files anyway (nothing is cached, ~13 GB
+        for eval_train), and a fresh pass stops where the data ends instead of cycling.
+        """
         del model_state, global_step
         num_batches = math.ceil(num_examples / global_batch_size)
-        if split not in self._eval_iters:
-            # These iterators repeat forever, so later evals reuse them (upstream).
-            self._eval_iters[split] = self._build_input_queue(
-                rng,
-                split,
-                data_dir,
-                global_batch_size,
-                num_batches=num_batches,
-                repeat_final_dataset=True,
-            )
-        total = torch.zeros((), dtype=torch.float64, device=self.runtime.device)
-        for _ in range(num_batches):
-            total += self._eval_batch(params, next(self._eval_iters[split]))
+        queue = self._build_input_queue(
+            rng, split, data_dir, global_batch_size, num_batches=num_batches,
+            repeat_final_dataset=False,
+        )  # fmt: skip
+        total = torch.zeros(2, dtype=torch.float64, device=self.runtime.device)
+        for batch in self._one_pass(queue, num_examples, global_batch_size):
+            total += self._eval_in_chunks(lambda b: self._eval_batch(params, b), batch)
         if self.runtime.distributed:
             dist.all_reduce(total)
-        return {'loss': total.item() / num_examples}  # The eval's one host sync.
+        loss_sum, present = total.tolist()  # The eval's one host sync.
+        return {'loss': loss_sum / self._eval_count(split, num_examples, present)}
 
     # ---- data ----------------------------------------------------------------------------------
     def validate_data_dir(self, data_dir: str) -> None:
-        """FileNotFoundError unless `data_dir` holds upstream's `day_<d>_<NN>` files."""
+        """FileNotFoundError unless `data_dir` holds upstream's `day_<d>_<NN>` files;
+        CriteoFormatError naming `file:line` if the head of one is not Criteo TSV."""
         if not os.path.isdir(data_dir):
             raise FileNotFoundError(f'--data_dir={data_dir}: directory not found (Criteo 1TB).')
-        if not glob.glob(os.path.join(data_dir, 'day_*_*')):
+        files = sorted(glob.glob(os.path.join(glob.escape(data_dir), 'day_*_*')))
+        if not files:
             raise FileNotFoundError(
                 f'--data_dir={data_dir}: no Criteo 1TB files (day_<d>_<NN>, the 5,000,000-line '
                 'splits of the unzipped day_<d> TSVs).'
             )
+        from workloads.criteo1tb.input_pipeline import check_file_head
+
+        for path in files:  # The first 64 KiB of each: gzip / binary / other layouts fail here.
+            if os.path.isfile(path):
+                check_file_head(path)
 
     def _ones_like_batch(self, n: int, device: torch.device) -> torch.Tensor:
         """Cached all-ones train weights: no allocation per step."""

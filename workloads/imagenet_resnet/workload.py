@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 import algoperf.random_utils as prng
 from algoperf import pytorch_utils, spec
-from algoperf.workload_base import SpecWorkload
+from algoperf.workload_base import EvalPass, SpecWorkload
 from workloads.imagenet_resnet import models
 from workloads.imagenet_resnet.spec import (
     IMAGENET_RESNET,
@@ -177,14 +177,14 @@ class ImageClassificationWorkload(SpecWorkload):
         }
 
     def _eval_batch(self, params, batch: dict[str, spec.Tensor], model_rng) -> spec.Tensor:
-        """[number correct, summed loss] of one batch (weights 0 skip padding)."""
+        """[number correct, summed loss, real examples] of one batch (weights 0 skip padding)."""
         logits, _ = self.model_fn(params, batch, None, spec.ForwardPassMode.EVAL, model_rng, False)
         weights = batch.get('weights')
         if weights is None:
             weights = torch.ones(len(logits), device=logits.device)
         correct = ((logits.argmax(dim=1) == batch['targets']) * weights).sum()
         loss = self.loss_fn(batch['targets'], logits, weights)['summed']
-        return torch.stack([correct.double(), loss.double()])
+        return torch.stack([correct.double(), loss.double(), weights.sum().double()])
 
     def _eval_model_on_split(
         self,
@@ -197,9 +197,12 @@ class ImageClassificationWorkload(SpecWorkload):
         data_dir: str,
         global_step: int = 0,
     ) -> dict[str, float]:
-        """{'accuracy', 'loss'}: sums over ceil(num_examples / batch) batches / num_examples.
+        """{'accuracy', 'loss'}: sums over one pass / min(num_examples, examples present).
 
-        Sums are float64 (upstream: float32; 50,000 float32 losses lose ~4 digits).
+        A pass is ceil(num_examples / batch) batches (upstream), or fewer where the real
+        reader's split holds fewer images; batches are evaluated in slices of at most
+        `eval_examples_per_forward()`. Sums are float64 (upstream: float32; 50,000
+        float32 losses lose ~4 digits).
         """
         del model_state, global_step
         data_rng, model_rng = prng.split(rng, 2)
@@ -215,13 +218,16 @@ class ImageClassificationWorkload(SpecWorkload):
                 repeat_final_dataset=repeat,
                 num_batches=math.ceil(num_examples / global_batch_size),
             )
-        totals = torch.zeros(2, dtype=torch.float64, device=self.runtime.device)
-        for _ in range(math.ceil(num_examples / global_batch_size)):
-            totals += self._eval_batch(params, next(self._eval_iters[split]), model_rng)
+        totals = torch.zeros(3, dtype=torch.float64, device=self.runtime.device)
+        for batch in self._one_pass(self._eval_iters[split], num_examples, global_batch_size):
+            totals += self._eval_in_chunks(
+                lambda b: self._eval_batch(params, b, model_rng), batch
+            )
         if self.runtime.distributed:
             dist.all_reduce(totals)
-        accuracy, loss = (totals / num_examples).tolist()  # The eval's one host sync.
-        return {'accuracy': accuracy, 'loss': loss}
+        correct, loss, present = totals.tolist()  # The eval's one host sync.
+        count = self._eval_count(split, num_examples, present)
+        return {'accuracy': correct / count, 'loss': loss / count}
 
     # ---- data ----------------------------------------------------------------------------------
     def _build_synthetic_input_queue(
@@ -257,6 +263,9 @@ class ImagenetResNetWorkload(ImageClassificationWorkload):
     """ResNet-50 v1.5 on ImageNet-1k (upstream `ImagenetResNetWorkload`)."""
 
     workload_spec = IMAGENET_RESNET
+    # ResNet-50 at 224 x 224 under no_grad: the stem and layer1 maps are 3.2 MB each per
+    # image, a bottleneck keeps ~4 alive; ~16 MB per image (1,024 images: ~16 GB).
+    eval_bytes_per_example = 16 << 20
     num_classes = 1000
     input_shape = (3, 224, 224)
     data_backend = 'auto'  # 'dali', 'pil' or 'auto' (DALI when installed).
@@ -305,12 +314,21 @@ class ImagenetResNetWorkload(ImageClassificationWorkload):
         num_examples = None if num_batches is None else num_batches * global_batch_size
         train = split == 'train'
         workers = None if train or self._eval_num_workers is None else self._eval_num_workers
-        return imagenet_queue(
+        queue = imagenet_queue(
             split, data_dir, int(data_rng[0]), global_batch_size,
             rank=self.runtime.rank, world_size=self.runtime.world_size, device=self.runtime.device,
             backend=self.data_backend, num_examples=num_examples, num_workers=workers,
             use_randaug=self.use_randaug and train, use_mixup=self.use_mixup and train,
         )  # fmt: skip
+        if train:
+            return queue
+        # The pass the queue cycles: the split's images, at most num_examples (a second
+        # listing of the folder, once per split and run: the eval stops at the data).
+        from workloads.imagenet_resnet import input_pipeline
+
+        present = len(input_pipeline.split_images(split, data_dir))
+        per_pass = math.ceil(min(num_examples or present, present) / global_batch_size)
+        return EvalPass(source=queue, batches_per_pass=per_pass)
 
 
 class ImagenetResNetSiLUWorkload(ImagenetResNetWorkload):

@@ -39,6 +39,9 @@ class ImagenetVitWorkload(ImagenetResNetWorkload):
     """
 
     workload_spec = IMAGENET_VIT
+    # ViT-S/16 under no_grad: 197 tokens x 1,536 MLP floats (1.2 MB) and 6 x 197^2
+    # attention scores (0.9 MB) per image, a few alive: ~5 MB per image.
+    eval_bytes_per_example = 5 << 20
     variant = 'S/16'
     use_randaug = True
     use_mixup = True

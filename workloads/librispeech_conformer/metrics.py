@@ -3,8 +3,10 @@
 Upstream: `librispeech_pytorch/workload.py` (`loss_fn`, `greedy_decode`) and
 `librispeech_conformer/metrics.py` (`edit_distance`, `compute_wer`). Kept: the CTC
 loss is `nn.CTCLoss(blank=0, reduction='none')` on log-softmax outputs with lengths
-from the paddings; `n_valid_examples` counts examples with a non-empty target (at
-least 1); decoding takes the per-frame argmax, treats padded frames as blank, merges
+from the paddings; `n_valid_examples` is at least 1 and counts, as upstream's
+`mask_batch = target_lengths` makes it, target tokens when no mask is given (training
+batches, upstream's eval) and examples with weight and a non-empty target under a mask;
+decoding takes the per-frame argmax, treats padded frames as blank, merges
 repeats and drops blanks; WER is the word edit distance summed over utterances
 divided by the summed reference word counts (an empty reference counts one word,
 as upstream's `len(''.split(' '))`).
@@ -45,7 +47,9 @@ def ctc_loss(
       mask_batch: optional [B] weights of the examples.
 
     Returns:
-      {'summed', 'n_valid_examples' (float, >= 1, on the logits' device), 'per_example' [B]}.
+      {'summed', 'n_valid_examples' (float, >= 1, on the logits' device), 'per_example' [B]};
+      n_valid_examples is upstream's: with `mask_batch`, the examples with weight and a
+      non-empty target; without, the number of target tokens.
     """
     logprobs = torch.log_softmax(logits, dim=-1)
     input_lengths = (1 - logit_paddings).sum(dim=1).long()
@@ -61,9 +65,11 @@ def ctc_loss(
     if mask_batch is not None:
         mask_batch = mask_batch.to(logits.device)
         per_example = per_example * mask_batch
-        valid = torch.logical_and(mask_batch, target_lengths)
+        valid = torch.logical_and(mask_batch, target_lengths)  # Examples with a target.
     else:
-        valid = target_lengths != 0
+        # Upstream: `mask_batch = target_lengths`, so without a mask (every training batch
+        # and upstream's eval) n_valid counts target tokens and summed / n_valid is per token.
+        valid = target_lengths
     n_valid = valid.sum().to(per_example.dtype).clamp(min=1)
     return {'summed': per_example.sum(), 'n_valid_examples': n_valid, 'per_example': per_example}
 

@@ -9,11 +9,15 @@ no end padding, HTK-flavoured pre-emphasis 0.97, periodic Hann window of 400, a
 by the fixed LibriSpeech mean/stddev vectors. Output paddings are 1 only for frames
 made entirely of padding samples.
 
-Differences (no numeric change): the window and mel matrix are built once at
-construction (float32 on the CPU, upstream rebuilds the mel matrix each forward on
-the input's device) and kept as non-persistent buffers; the normaliser vectors are
-non-persistent buffers too, so the model's `state_dict` holds only learned state
-and batch-norm statistics.
+State dict: upstream's keys, shapes and values, so upstream's LibriSpeech state_dicts
+load strictly: the window is the persistent buffer `stft.window` [1, 1, 400, 1] (upstream
+keeps it in a `SpectrogramFrontend` submodule) and the normaliser vectors the persistent
+buffers `_normalizer_mean` / `_normalizer_stddev` [1, 1, 80, 1]. A state_dict without
+them (ours before they were persistent) loads too: the missing constants are filled in.
+
+Differences (no numeric change): the mel matrix is built once at construction (float32
+on the CPU, upstream rebuilds it each forward on the input's device) and kept as a
+non-persistent buffer, as upstream keeps it out of the state_dict.
 """
 
 from __future__ import annotations
@@ -122,19 +126,38 @@ def frame_paddings(paddings: Tensor) -> Tensor:
     return paddings.unfold(1, FRAME_SIZE, FRAME_STEP).amin(dim=2)
 
 
+class SpectrogramWindow(nn.Module):
+    """Holds the analysis window where upstream's `SpectrogramFrontend` does (`stft.window`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Periodic Hann of 400 (tf.signal.hann_window's default), upstream's [1, 1, 400, 1].
+        window = torch.hann_window(FRAME_SIZE - 1, periodic=True, dtype=torch.float32)
+        self.register_buffer('window', window.reshape(1, 1, -1, 1))
+
+
 class MelFilterbankFrontend(nn.Module):
     """[B, samples] PCM + paddings -> ([B, frames, 80] normalised log-mels, [B, frames])."""
 
     def __init__(self) -> None:
         super().__init__()
-        # Periodic Hann of 400 (tf.signal.hann_window's default).
-        window = torch.hann_window(FRAME_SIZE - 1, periodic=True, dtype=torch.float32)
-        self.register_buffer('window', window, persistent=False)
+        self.stft = SpectrogramWindow()
         self.register_buffer('mel_weights', linear_to_mel_weight_matrix(), persistent=False)
         mean = torch.tensor(LIBRISPEECH_MEAN_VECTOR, dtype=torch.float32)
         std = torch.tensor(LIBRISPEECH_STD_VECTOR, dtype=torch.float32)
-        self.register_buffer('normalizer_mean', mean, persistent=False)
-        self.register_buffer('normalizer_stddev', std, persistent=False)
+        self.register_buffer('_normalizer_mean', mean[None, None, :, None])
+        self.register_buffer('_normalizer_stddev', std[None, None, :, None])
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # State dicts saved while these constants were non-persistent lack them: fill in
+        # the constants, so such checkpoints still load strictly.
+        for name, value in (
+            ('stft.window', self.stft.window),
+            ('_normalizer_mean', self._normalizer_mean),
+            ('_normalizer_stddev', self._normalizer_stddev),
+        ):
+            state_dict.setdefault(prefix + name, value.detach().clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, inputs: Tensor, input_paddings: Tensor) -> tuple[Tensor, Tensor]:
         pcm = inputs * (1.0 - input_paddings) * INPUT_SCALE
@@ -144,9 +167,11 @@ class MelFilterbankFrontend(nn.Module):
             [frames[..., :1] * (1.0 - PREEMPH), frames[..., 1:-1] - PREEMPH * frames[..., :-2]],
             dim=-1,
         )
-        spectrum = torch.fft.rfft(preemphasized * self.window, FFT_SIZE, dim=-1)
+        window = self.stft.window.reshape(-1)
+        spectrum = torch.fft.rfft(preemphasized * window, FFT_SIZE, dim=-1)
         power = spectrum.abs() ** 2.0
         mel = torch.matmul(power, self.mel_weights)
         logmel = torch.log(mel.clamp(min=OUTPUT_FLOOR))
-        normalized = (logmel - self.normalizer_mean) / self.normalizer_stddev
+        mean, stddev = self._normalizer_mean.reshape(-1), self._normalizer_stddev.reshape(-1)
+        normalized = (logmel - mean) / stddev
         return normalized, frame_paddings(input_paddings)

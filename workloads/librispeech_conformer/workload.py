@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import math
 import os
 from collections.abc import Callable, Iterator
 
@@ -54,7 +53,7 @@ from workloads.librispeech_conformer.spec import (
 
 MAX_INPUT_LENGTH = input_pipeline.MAX_INPUT_LENGTH  # Samples: 20 s at 16 kHz.
 MAX_TARGET_LENGTH = input_pipeline.MAX_TARGET_LENGTH  # Token ids.
-VOCAB_SIZE = 1024
+VOCAB_SIZE = input_pipeline.VOCAB_SIZE  # 1024 model outputs; the reader checks target ids.
 _SYNTHETIC_POOL = 4  # Distinct synthetic batches, cycled.
 
 
@@ -71,6 +70,9 @@ class LibriSpeechConformerWorkload(SpecWorkload):
     """
 
     workload_spec = LIBRISPEECH_CONFORMER
+    # Eval forward of one 20 s utterance under no_grad: the first subsampling conv's
+    # output alone is 512 x 1,000 x 40 floats (82 MB); ~128 MB with its neighbours.
+    eval_bytes_per_example = 128 << 20
 
     def __init__(
         self,
@@ -179,6 +181,10 @@ class LibriSpeechConformerWorkload(SpecWorkload):
     ) -> dict[str, spec.Tensor]:
         """CTC loss per example (see `metrics.ctc_loss`); `label_smoothing` is ignored.
 
+        As upstream, `n_valid_examples` counts target tokens when `mask_batch` is None
+        (upstream uses the target lengths as the mask; its training batches carry no
+        weights), and examples with weight and a non-empty target otherwise.
+
         Args:
           label_batch: (targets [B, L], target_paddings [B, L]).
           logits_batch: (logits [B, T, vocab], logit_paddings [B, T]).
@@ -218,8 +224,10 @@ class LibriSpeechConformerWorkload(SpecWorkload):
         The real reader's queue knows its pass length (ceil(N / global_batch_size)
         global batches, the last padded with weight-0 examples, which are left out of
         the loss and WER); others (synthetic) get upstream's ceil(num_examples /
-        global_batch_size). ctc_loss = summed loss / summed valid examples; wer = summed
-        word errors / summed reference words, both over all ranks.
+        global_batch_size). As upstream's eval (`loss_fn` without a mask), ctc_loss is
+        per target token: summed loss / summed target lengths; wer = summed word errors /
+        summed reference words; both over all ranks. Batches are evaluated in slices of
+        at most `eval_examples_per_forward()` examples (memory-bounded eval).
         """
         del global_step
         if split not in self._eval_iters:
@@ -228,41 +236,54 @@ class LibriSpeechConformerWorkload(SpecWorkload):
                 num_examples=num_examples,
             )  # fmt: skip
         queue = self._eval_iters[split]
-        num_batches = getattr(queue, 'batches_per_pass', None) or math.ceil(
-            num_examples / global_batch_size
-        )
         if self.requires_sync_before_eval:
             self._sync_state_dict(params)
-        device = self.runtime.device
-        totals = torch.zeros(4, dtype=torch.float64, device=device)
-        for _ in range(num_batches):
-            batch = next(queue)
-            (logits, logit_paddings), _ = self.model_fn(
-                params, batch, model_state, spec.ForwardPassMode.EVAL, rng, False
+        totals = torch.zeros(5, dtype=torch.float64, device=self.runtime.device)
+        for batch in self._one_pass(queue, num_examples, global_batch_size):
+            totals += self._eval_in_chunks(
+                lambda b: self._eval_batch(params, b, model_state, rng), batch
             )
-            targets, target_paddings = batch['targets']
-            weights = batch.get('weights')
-            loss = self.loss_fn((targets, target_paddings), (logits, logit_paddings), weights)
-            if weights is not None:  # A padding copy of an infeasible example: inf * 0.
-                keep = weights.to(loss['per_example'].device) > 0
-                loss['summed'] = torch.where(keep, loss['per_example'], 0.0).sum()
-            decoded, decoded_paddings = self.greedy_decode(logits, logit_paddings)
-            # The eval's host syncs: WER is computed on the host.
-            host = [t.cpu().numpy() for t in (decoded, decoded_paddings, targets, target_paddings)]
-            if weights is not None:
-                keep = weights.cpu().numpy() > 0
-                host = [a[keep] for a in host]
-            word_errors, num_words = metrics.compute_wer(*host, self.detokenize)
-            totals += torch.stack([
-                loss['summed'].double(),
-                loss['n_valid_examples'].double(),
-                torch.tensor(word_errors, dtype=torch.float64, device=device),
-                torch.tensor(num_words, dtype=torch.float64, device=device),
-            ])  # fmt: skip
         if self.runtime.distributed:
             dist.all_reduce(totals)
-        loss_sum, lengths, word_errors, num_words = totals.tolist()
-        return {'ctc_loss': loss_sum / lengths, 'wer': word_errors / num_words}
+        loss_sum, tokens, word_errors, num_words, present = totals.tolist()
+        self._eval_count(split, num_examples, present)
+        # Upstream clamps each batch's token count at 1; real batches always have tokens.
+        return {'ctc_loss': loss_sum / max(tokens, 1.0), 'wer': word_errors / num_words}
+
+    def _eval_batch(self, params, batch: dict, model_state, rng) -> torch.Tensor:
+        """float64 [summed loss, target tokens, word errors, reference words, examples] of
+        one batch's real (weight > 0) examples."""
+        device = self.runtime.device
+        (logits, logit_paddings), _ = self.model_fn(
+            params, batch, model_state, spec.ForwardPassMode.EVAL, rng, False
+        )
+        targets, target_paddings = batch['targets']
+        # Upstream's eval calls loss_fn without a mask: the per-token normalisation.
+        loss = self.loss_fn((targets, target_paddings), (logits, logit_paddings))
+        tokens = (1 - target_paddings.to(device)).sum(dim=1).double()
+        weights = batch.get('weights')
+        if weights is not None:  # A padding copy may be infeasible for CTC: inf * 0.
+            keep = weights.to(device) > 0
+            loss_sum = torch.where(keep, loss['per_example'], 0.0).sum()
+            tokens = torch.where(keep, tokens, 0.0)
+            examples = keep.sum()
+        else:
+            loss_sum = loss['summed']
+            examples = torch.tensor(len(tokens), device=device)
+        decoded, decoded_paddings = self.greedy_decode(logits, logit_paddings)
+        # The eval's host syncs: WER is computed on the host.
+        host = [t.cpu().numpy() for t in (decoded, decoded_paddings, targets, target_paddings)]
+        if weights is not None:
+            real = weights.cpu().numpy() > 0
+            host = [a[real] for a in host]
+        word_errors, num_words = metrics.compute_wer(*host, self.detokenize)
+        return torch.stack([
+            loss_sum.double(),
+            tokens.sum(),
+            torch.tensor(word_errors, dtype=torch.float64, device=device),
+            torch.tensor(num_words, dtype=torch.float64, device=device),
+            examples.double(),
+        ])  # fmt: skip
 
     # ---- data ----------------------------------------------------------------------------------
     def validate_data_dir(self, data_dir: str) -> None:

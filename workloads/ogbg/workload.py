@@ -23,7 +23,6 @@ from the OGB release (see `convert.py`); `algoperf profile` can run on
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Iterator
 
 import torch
@@ -45,6 +44,9 @@ class OgbgWorkload(SpecWorkload):
 
     workload_spec = OGBG
     hidden_dims: tuple[int, ...] = (256,)  # A tuple upstream, so not in `spec.extra`.
+    # An eval forward of upstream's 32,768-graph batch peaked at 18.7 GB resident on CPU
+    # (issue #16): ~0.57 MB per average graph (edge MLP inputs, 56 edges x 4 x 256 floats).
+    eval_bytes_per_example = 600_000
 
     # ---- model ---------------------------------------------------------------------------------
     def _build_model(self) -> torch.nn.Module:
@@ -125,7 +127,11 @@ class OgbgWorkload(SpecWorkload):
         data_dir: str,
         global_step: int = 0,
     ) -> dict[str, float]:
-        """{'accuracy', 'loss', 'mean_average_precision'} over ceil(num_examples / batch) batches.
+        """{'accuracy', 'loss', 'mean_average_precision'} over one pass of the split.
+
+        The real reader's pass holds the first min(num_examples, graphs present) graphs
+        (eval_train: of a fixed shuffle) once; synthetic queues give upstream's
+        ceil(num_examples / batch) global batches.
 
         As upstream, "examples" are average-sized graphs (batches are packed), accuracy
         and loss are means over valid labels of all ranks, and mAP is computed on the
@@ -137,19 +143,16 @@ class OgbgWorkload(SpecWorkload):
                 rng, split, data_dir, global_batch_size, num_examples=num_examples
             )
         queue = self._eval_iters[split]
-        # The real reader's queue knows its pass length (the split once); others (synthetic
-        # batches) get upstream's count of global batches.
-        num_batches = getattr(
-            queue, 'batches_per_pass', math.ceil(num_examples / global_batch_size)
-        )
+        # The real reader's queue knows its pass (the graphs present, read once); others
+        # (synthetic batches) get upstream's count of global batches.
+        self._eval_count(split, num_examples, getattr(queue, 'num_examples', None))
         device = self.runtime.device
         totals = {
             k: torch.zeros((), dtype=torch.float64, device=device)
             for k in ('accuracy', 'loss', 'count')
         }
         collected = {'labels': [], 'logits': [], 'mask': []}
-        for _ in range(num_batches):
-            batch = next(queue)
+        for batch in self._one_pass(queue, num_examples, global_batch_size):
             logits, _ = self.model_fn(
                 params, batch, model_state, spec.ForwardPassMode.EVAL, rng, False
             )
@@ -206,6 +209,10 @@ class OgbgWorkload(SpecWorkload):
           cache, repeat_final_dataset, num_batches: upstream's arguments, unused (eval
             batches are always kept on the device and cycled, as upstream's eval iterators).
           num_examples: graphs an eval pass reads (default: the whole split).
+
+        Eval batches are packed for at most `eval_examples_per_forward()` average graphs
+        (memory-bounded eval: upstream's 32,768-graph batch is an 18.7 GB CPU forward):
+        the same graphs in smaller packed batches, so the eval's sums are the same.
         """
         del cache, repeat_final_dataset, num_batches
         n = global_batch_size // self.runtime.world_size
@@ -218,8 +225,9 @@ class OgbgWorkload(SpecWorkload):
             return self._on_device(Prefetcher(batches))
         count = len(graphs) if num_examples is None else min(num_examples, len(graphs))
         ids = input_pipeline.eval_ids(graphs, split, seed, count)
-        batches = list(self._on_device(input_pipeline.eval_batches(graphs, ids, n, rank, world)))
-        return EvalPass(batches)
+        packed = min(n, self.eval_examples_per_forward() or n)
+        batches = input_pipeline.eval_batches(graphs, ids, packed, rank, world)
+        return EvalPass(list(self._on_device(batches)), num_examples=len(ids))
 
     def _on_device(self, batches: Iterator[dict]) -> Iterator[dict[str, spec.Tensor]]:
         for batch in batches:
@@ -243,11 +251,16 @@ class OgbgWorkload(SpecWorkload):
 
         Args:
           data_rng: RandomState; its first word (plus the rank) seeds the generator.
-          split: any split (all batches have weights, as upstream's).
+          split: any split (all batches have weights, as upstream's). Eval splits pack
+            each global batch as ceil(n / cap) batches of at most
+            `eval_examples_per_forward()` graphs (memory-bounded eval).
           global_batch_size: average-sized graphs; divided by the world size.
         """
-        del split
         n = global_batch_size // self.runtime.world_size
+        per_global = 1
+        if split != 'train':
+            packed = min(n, self.eval_examples_per_forward() or n)
+            per_global, n = -(-n // packed), packed
         gen = torch.Generator().manual_seed(int(data_rng[0]) + self.runtime.rank)
         device = self.runtime.device
         pool = [
@@ -261,7 +274,9 @@ class OgbgWorkload(SpecWorkload):
             batch['inputs'] = models.GraphsTuple(
                 *(None if t is None else t.to(device) for t in batch['inputs'])
             )
-        return itertools.cycle(pool)
+        if per_global == 1:
+            return itertools.cycle(pool)
+        return EvalPass(source=itertools.cycle(pool), batches_per_global_batch=per_global)
 
 
 def synthetic_batch(per_device_batch_size: int, gen: torch.Generator) -> dict:

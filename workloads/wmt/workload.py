@@ -46,7 +46,7 @@ from algoperf.workload_base import EvalPass, SpecWorkload
 from workloads.wmt import bleu, decode, input_pipeline, models
 from workloads.wmt.spec import WMT, WMT_ATTENTION_TEMP, WMT_GLU_TANH, WMT_POST_LN
 
-VOCAB_SIZE = 32_000
+VOCAB_SIZE = input_pipeline.VOCAB_SIZE  # 32,000; the reader checks token ids against it.
 SEQ_LEN = 256  # Packed / padded length of every batch row.
 MAX_PREDICT_LENGTH = 256  # Upstream's decode length for BLEU.
 _SYNTHETIC_POOL = 4  # Distinct synthetic batches, cycled.
@@ -80,6 +80,9 @@ class WmtWorkload(SpecWorkload):
 
     workload_spec = WMT
     max_predict_length = MAX_PREDICT_LENGTH
+    # BLEU's beam search dominates: 4 beams x 6 decoder layers x 2 (k, v) x 256 x 1,024
+    # float32 cache entries (~50 MB) plus the 32k-vocab logits per sentence.
+    eval_bytes_per_example = 64 << 20
 
     def __init__(self, runtime=None, use_sdpa: bool | None = None, **kwargs) -> None:
         super().__init__(runtime=runtime, **kwargs)
@@ -221,8 +224,11 @@ class WmtWorkload(SpecWorkload):
         references, predictions = [], []
         for _ in range(num_batches):
             batch = next(ds_iter)
-            predicted = self.predict_step(
-                batch['inputs'], params, decode.EOS_ID, max_predict_length
+            # Beam search keeps 4 beams' caches: decoded in slices (memory-bounded eval).
+            predicted = self._eval_in_chunks(
+                lambda b: self.predict_step(b['inputs'], params, decode.EOS_ID, max_predict_length),
+                batch,
+                combine=torch.cat,
             ).cpu()
             targets = batch['targets'].cpu()
             weights = batch.get('weights')
@@ -262,9 +268,10 @@ class WmtWorkload(SpecWorkload):
         queue = self._eval_iters[split]
         # The real reader's pass is shorter when the split has fewer (kept) pairs.
         num_batches = getattr(queue, 'batches_per_pass', num_batches)
+        self._eval_count(split, num_examples, getattr(queue, 'num_examples', None))
         totals = torch.zeros(3, dtype=torch.float64, device=self.runtime.device)
         for _ in range(num_batches):
-            totals += self._eval_sums(params, next(queue))
+            totals += self._eval_in_chunks(lambda b: self._eval_sums(params, b), next(queue))
         if self.runtime.distributed:
             dist.all_reduce(totals)
         loss, correct, denominator = totals.tolist()
@@ -288,7 +295,7 @@ class WmtWorkload(SpecWorkload):
         decoder as `_detokenize`."""
         sp = input_pipeline.load_tokenizer(data_dir)
         if sp.get_piece_size() > VOCAB_SIZE or sp.eos_id() != decode.EOS_ID:
-            raise ValueError(
+            raise input_pipeline.DataError(
                 f'{data_dir}/{input_pipeline.VOCAB_FILE}: vocabulary {sp.get_piece_size()} '
                 f'(at most {VOCAB_SIZE}) and eos id {sp.eos_id()} (must be {decode.EOS_ID})'
             )
@@ -336,7 +343,7 @@ class WmtWorkload(SpecWorkload):
             num_examples = num_batches * global_batch_size
         ids = input_pipeline.eval_ids(pairs, split, seed, num_examples)
         batches = input_pipeline.eval_batches(pairs, ids, global_batch_size, rank, world)
-        return EvalPass(list(self._on_device(batches)))
+        return EvalPass(list(self._on_device(batches)), num_examples=len(ids))
 
     def _on_device(self, batches) -> Iterator[dict[str, spec.Tensor]]:
         for batch in batches:
