@@ -19,6 +19,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from algoperf.config import ConfigError, RunConfig
+from algoperf.errors import UserError
 
 _log = logging.getLogger('algoperf')
 
@@ -67,6 +68,8 @@ _HELP = {
     'save_checkpoints': 'Checkpoint at every eval (resume with --resume_last_run).',
     'save_intermediate_checkpoints': 'Keep every checkpoint, not only the latest.',
     'resume_last_run': 'Continue the experiment in an existing directory.',
+    'resume_anyway': ('Resume even if --submission_path, --rng_seed or the search space differ from what the '
+                      'experiment recorded (flags_0.json, hparams.json); refused otherwise.'),
     'append_timestamp': 'Append -YYYY-MM-DD-HH-MM-SS to the experiment name.',
     'use_wandb': 'Weights & Biases logging (not supported yet).',
     'profile': 'Print wall-clock totals per harness action after each trial.',
@@ -114,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser('score', add_help=False, help='Score log trees (time-to-target, profiles, benchmark scores).')
     _profile_parser(sub)
     sub.add_parser('data', add_help=False, help="Prepare a workload's dataset (e.g. ogbg from the OGB release).")
+    sub.add_parser('sweep', add_help=False,
+                   help='Run a study grid (workloads x studies x trials) locally or as a SLURM job array.')
     sub.add_parser('bench', add_help=False,
                    help='Run benchmark suites; regenerate their sections of benchmarks/RESULTS.md.')
     return parser
@@ -137,6 +142,8 @@ def _profile_parser(sub) -> argparse.ArgumentParser:
     p.add_argument('--no_eval', action='store_true', help='Skip timing one full eval.')
     p.add_argument('--eval_batches', type=int, default=8,
                    help='Time the eval on at most this many batches per split and extrapolate (default 8).')
+    p.add_argument('--eval_batch_size', type=int,
+                   help="Global eval batch size of the timed eval (default: the workload's, upstream's).")
     p.add_argument('--torch_compile', action='store_true', help="Compile where upstream does (off by default here).")
     p.add_argument('--device', choices=['cpu', 'cuda'], help='Default: cuda when available.')
     return p
@@ -145,13 +152,19 @@ def _profile_parser(sub) -> argparse.ArgumentParser:
 def _cmd_profile(args) -> int:
     from algoperf import profiling
 
+    def print_steps(report):
+        # Before the eval is timed: its failure (an OOM kill) must not lose the step phases.
+        print(profiling.format_table(report))
+        print(f'Wrote {args.output_dir}/profile.json and profile.png' + (f'; trace {args.trace}' if args.trace else ''),
+              flush=True)
+
     report = profiling.profile_workload(
         args.workload, args.submission, data=args.data, steps=args.steps, warmup=args.warmup, trace=args.trace,
         output_dir=args.output_dir, global_batch_size=args.batch_size, tuning_search_space=args.tuning_search_space,
         rng_seed=args.rng_seed, run_eval=not args.no_eval, torch_compile=args.torch_compile, device=args.device,
-        eval_batches=args.eval_batches)
-    print(profiling.format_table(report))
-    print(f'Wrote {args.output_dir}/profile.json and profile.png' + (f'; trace {args.trace}' if args.trace else ''))
+        eval_batches=args.eval_batches, eval_batch_size=args.eval_batch_size, on_steps=print_steps)
+    if report.get('eval_seconds') is not None:
+        print(profiling.format_eval_line(report) + f' (added to {args.output_dir}/profile.json)')
     return 0
 
 
@@ -233,7 +246,7 @@ def _cmd_run(args) -> int:
         runtime.shutdown()
     if runtime.is_main:
         print(f'Logs: {experiment.log_dir}')
-    return 1 if any(r.status == 'failed' for r in results) else 0
+    return experiment.exit_code(results)  # 0; 1 if a trial failed; 130/143 after SIGINT/SIGTERM
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -255,6 +268,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from scoring.cli import main as score_main
 
         return score_main(argv[1:])
+    if argv and argv[0] == 'sweep':
+        # Whole study grids (local or a SLURM array); its own flags, `--` passes run flags.
+        from algoperf.sweep.cli import main as sweep_main
+
+        return sweep_main(argv[1:])
     bool_flags = {k for k, v in RunConfig.field_types().items() if v == 'bool'}
     if argv and argv[0] == 'run':
         argv = ['run'] + _absl_to_argparse(argv[1:], bool_flags)
@@ -270,9 +288,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # `algoperf list | head`: the reader left; exit quietly like other CLI tools.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except ConfigError as e:
-        print(f'algoperf {args.command}: error: {e}', file=sys.stderr)
+    except UserError as e:  # ConfigError, SubmissionError, DataError, CheckpointError, ...
+        print(f'algoperf {args.command}: error: {" ".join(str(e).split())}', file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f'algoperf {args.command}: interrupted (Ctrl-C).', file=sys.stderr)
+        return 130
     except Exception as e:  # noqa: BLE001
         # Registry, submission, search-space and data errors are all user input.
         from algoperf.registry import UnknownWorkloadError, WorkloadNotAvailableError

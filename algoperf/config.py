@@ -9,10 +9,13 @@ anything is written, and each error names the flag.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Dict, Optional
 
+from algoperf.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
     """A bad flag value or combination; the message names the flag(s)."""
 
 
@@ -52,6 +55,9 @@ class RunConfig:
     halt_on_divergence: bool = True  # False keeps upstream's train-on after NaN evals.
     device: str = 'auto'  # 'auto' | 'cpu' | 'cuda'
     progress: bool = True  # progress bar / lines on stderr
+    # Resume even when --submission_path, --rng_seed or the search space differ from
+    # what the experiment directory recorded (flags_0.json, hparams.json).
+    resume_anyway: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -102,6 +108,14 @@ class RunConfig:
             raise ConfigError(f"--device={self.device}: must be 'auto', 'cpu' or 'cuda'.")
         if self.pytorch_eval_num_workers < 0:
             raise ConfigError('--pytorch_eval_num_workers must be >= 0.')
+        if self.experiment_name is not None:
+            parts = os.path.normpath(self.experiment_name).split(os.sep)
+            if os.path.isabs(self.experiment_name) or '..' in parts:
+                # Checked again against symlinks once the directory is resolved (experiment.py).
+                raise ConfigError(
+                    f'--experiment_name={self.experiment_name}: must be a relative path inside '
+                    '--experiment_dir (no leading "/", no "..").'
+                )
         if self.overwrite and self.resume_last_run:
             raise ConfigError('--overwrite and --resume_last_run contradict each other; pick one.')
 

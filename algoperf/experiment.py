@@ -10,37 +10,54 @@ Seeds (a documented fix of upstream): upstream gives every trial of one
 invocation the same seed. Here trial 1 uses the base seed (so a single-trial
 run seeds exactly like upstream) and trial k > 1 a seed derived from
 (base seed, k). The base seed is `--rng_seed` or, if unset, drawn once from
-os.urandom on rank 0 and broadcast; it also seeds the Halton search.
+os.urandom on rank 0 and broadcast; it also seeds the Halton search. A resumed
+experiment without `--rng_seed` reuses the base seed it recorded
+(meta_data_0.json 'search_seed'), so its trials keep their seeds and points.
+
+Reliability (issue 18): a resume is refused, naming what changed, when the
+submission, seed or search space differ from the recorded flags_0.json /
+hparams.json (unless --resume_anyway); --experiment_name cannot leave
+--experiment_dir; --overwrite never deletes through a symlink. SIGTERM/SIGINT
+end the running trial after its current step with a checkpoint (exit 143/130).
+Under torchrun a failing rank publishes its error so every rank records it
+(runtime.publish_failure); the group is then gone, so later trials are not run.
+result.json is written atomically; a failure to write it is one line and exit 1.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
+import errno
 import itertools
-import json
 import logging
 import os
-import shutil
+import signal
 import struct
-import sys
 import time
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from algoperf import random_utils as prng
-from algoperf import registry, search_space
+from algoperf import experiment_dir, registry, search_space
 from algoperf import submission as submission_lib
 from algoperf.config import ConfigError, RunConfig
+from algoperf.errors import DataError, UserError
 from algoperf.profiler import PassThroughProfiler, Profiler
 from algoperf.progress import Progress
-from algoperf.runtime import Runtime
+from algoperf.runtime import Runtime, is_communication_error
 from algoperf.timing import Clock
 
 _log = logging.getLogger(__name__)
 
 FAILED = 'failed'
+INTERRUPTED = 'interrupted'
+# Statuses a resumed experiment runs again.
+_UNFINISHED = (FAILED, INTERRUPTED)
+# How long a failed rank waits for the others to record its error before exiting
+# (torchrun stops every worker once one exits).
+_ACK_TIMEOUT_S = 60.0
+_ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
 
 
 @dataclasses.dataclass
@@ -61,6 +78,13 @@ class TrialResult:
     preemption_count: int = 0
     wall_time_sec: float = 0.0
     error: Optional[str] = None
+    global_batch_size: Optional[int] = None
+    # The workload name get_batch_size answered for, when not this workload's own
+    # (its base workload, or the upstream one a dev workload stands in for).
+    batch_size_asked_as: Optional[str] = None
+
+
+experiment_log_dir = experiment_dir.experiment_log_dir  # Its old home; kept for importers.
 
 
 def trial_seed(base_seed: int, trial: int) -> int:
@@ -76,36 +100,25 @@ def _draw_base_seed(runtime: Runtime) -> int:
     return runtime.broadcast_object(seed)
 
 
-def experiment_log_dir(config: RunConfig, workload_name: str) -> str:
-    """<experiment_dir>/<experiment_name>/<workload>_pytorch (upstream layout)."""
-    root = os.path.abspath(os.path.expanduser(config.experiment_dir))
-    name = config.experiment_name
-    if config.append_timestamp:
-        stamp = datetime.datetime.now().strftime('-%Y-%m-%d-%H-%M-%S')
-        name = (name or 'experiment') + stamp
-    parts = [root] + ([name] if name else []) + [f'{workload_name}_{config.framework}']
-    return os.path.join(*parts)
 
 
-def _prepare_log_dir(path: str, config: RunConfig, runtime: Runtime) -> None:
-    if os.path.exists(path) and not config.resume_last_run:
-        if config.overwrite:
-            _log.info('Removing existing experiment directory %s (--overwrite).', path)
-            if runtime.is_main:
-                shutil.rmtree(path)
-        elif runtime.world_size == 1 and sys.stdin is not None and sys.stdin.isatty():
-            answer = input(f'Found existing experiment dir {path}. Resume training from it? [y/N]: ')
-            if answer.strip().lower() != 'y':
-                raise ConfigError(f'{path} exists; not resuming. Pass --overwrite to replace it.')
-        else:
-            raise ConfigError(
-                f'experiment directory {path} already exists: pass --resume_last_run to continue it '
-                'or --overwrite to replace it.'
-            )
-    runtime.barrier()
-    if runtime.is_main:
-        os.makedirs(path, exist_ok=True)
-    runtime.barrier()
+
+
+
+
+
+
+def _read_result(trial_dir: str) -> Optional[TrialResult]:
+    path = os.path.join(trial_dir, 'result.json')
+    if not os.path.exists(path):
+        return None
+    raw = experiment_dir.read_json(path)
+    known = {f.name for f in dataclasses.fields(TrialResult)}
+    try:
+        return TrialResult(**{k: v for k, v in raw.items() if k in known})
+    except (TypeError, AttributeError) as e:
+        raise ConfigError(f'{path}: not a result.json of algoperf ({e}); fix or delete it to resume.') from None
+
 
 
 def _workload_kwargs(config: RunConfig, runtime: Runtime) -> Dict[str, Any]:
@@ -135,19 +148,42 @@ class Experiment:
         self.spec = registry.get_spec(config.workload)
         self.submission = submission_lib.load(config.submission_path)
         self.space = search_space.load(config.tuning_search_space) if config.tuning_search_space else None
+        self._check_hparam_slice()
         # Instantiating the workload checks its optional dependencies early.
         probe = registry.get_workload(config.workload, **_workload_kwargs(config, runtime))
         check_data = getattr(probe, 'validate_data_dir', None)
         if check_data is not None:
-            check_data(os.path.expanduser(config.data_dir))
-        self.global_batch_size = self.submission.batch_size(config.workload, self.spec.base_workload)
-        _check_divisible(f'get_batch_size({config.workload!r}) =', self.global_batch_size, runtime)
-        if self.submission.get_eval_batch_size is not None:
-            self.global_eval_batch_size = self.submission.get_eval_batch_size(config.workload)
-        else:
-            self.global_eval_batch_size = probe.eval_batch_size
+            try:
+                check_data(os.path.expanduser(config.data_dir))
+            except UserError:
+                raise
+            except (ValueError, PermissionError, IsADirectoryError) as e:
+                raise DataError(str(e)) from e  # The data checks name the file in their message.
+        self.global_batch_size, asked_as = self.submission.resolve_batch_size(
+            config.workload, self.spec.base_workload, self.spec.stands_in_for or None)
+        self.batch_size_asked_as = asked_as if asked_as != config.workload else None
+        _check_divisible(f'get_batch_size({asked_as!r}) =', self.global_batch_size, runtime)
+        eval_batch = self.submission.eval_batch_size(config.workload)
+        self.global_eval_batch_size = eval_batch if eval_batch is not None else probe.eval_batch_size
         _check_divisible('eval batch size', self.global_eval_batch_size, runtime)
-        self.log_dir = experiment_log_dir(config, config.workload)
+        self.log_dir = experiment_dir.experiment_log_dir(config, config.workload)
+        self.interrupted_by: Optional[int] = None  # signal number, once a signal ended the run
+        self.write_failed = False
+
+    def _check_hparam_slice(self) -> None:
+        cfg = self.config
+        if cfg.is_self_tuning:
+            count = 1
+        elif self.space.points is not None:
+            count = min(cfg.num_tuning_trials, len(self.space.points))
+        else:
+            count = cfg.num_tuning_trials
+        start = cfg.hparam_start_index or 0
+        if start >= count:
+            raise ConfigError(
+                f'--hparam_start_index={start}: past the last trial (this run has {count} trial(s), '
+                f'indices 0..{count - 1}).'
+            )
 
     def _trials(self, base_seed: int) -> List[tuple]:
         """(trial number, hyperparameters) for this invocation's slice."""
@@ -159,70 +195,172 @@ class Experiment:
         sliced = itertools.islice(indexed, cfg.hparam_start_index, cfg.hparam_end_index)
         return [(i + 1, hp) for i, hp in sliced]
 
-    def run(self) -> List[TrialResult]:
-        from algoperf import logger_utils  # noqa: PLC0415 (pulls psutil; only when running)
-        from algoperf.runner import TrialSetup, train_once  # noqa: PLC0415
-
+    def _base_seed(self, resuming: bool) -> int:
         cfg, runtime = self.config, self.runtime
-        base_seed = cfg.rng_seed if cfg.rng_seed is not None else _draw_base_seed(runtime)
-        trials = self._trials(base_seed)
-        _prepare_log_dir(self.log_dir, cfg, runtime)
-        results = []
+        if cfg.rng_seed is not None:
+            return cfg.rng_seed
+        if resuming:
+            recorded = experiment_dir.recorded_base_seed(self.log_dir) if runtime.is_main else None
+            recorded = runtime.broadcast_object(recorded)
+            if recorded is not None:
+                _log.info('Resuming with the recorded base seed %d (no --rng_seed given).', recorded)
+                return recorded
+        return _draw_base_seed(runtime)
+
+    def _check_resume(self, trials: List[tuple]) -> None:
+        changes = []
         for trial, hparams in trials:
             trial_dir = os.path.join(self.log_dir, f'trial_{trial}')
-            previous = _read_result(trial_dir)
-            if previous is not None and previous.status != FAILED and cfg.resume_last_run:
-                self.progress.write(f'trial_{trial}: already finished ({previous.status}); skipping.')
-                results.append(previous)
-                continue
+            if os.path.isdir(trial_dir):
+                found = experiment_dir.resume_changes(self.config, trial_dir, hparams)
+                changes += [c for c in found if c not in changes]
+        if changes:
+            raise ConfigError(
+                f'{self.log_dir}: resuming with other settings than the experiment was started with: '
+                f'{"; ".join(changes)}. Pass --resume_anyway to continue regardless, or use another '
+                '--experiment_name.'
+            )
+
+    def run(self) -> List[TrialResult]:
+        from algoperf.runner import StopFlag  # noqa: PLC0415 (pulls torch; only when running)
+
+        cfg, runtime = self.config, self.runtime
+        resuming = experiment_dir.decide_resume(self.log_dir, cfg, runtime)
+        base_seed = self._base_seed(resuming)
+        trials = self._trials(base_seed)
+        if resuming:
+            for trial, _ in trials:  # A corrupt result.json is named before anything runs.
+                _read_result(os.path.join(self.log_dir, f'trial_{trial}'))
+            if not cfg.resume_anyway:
+                self._check_resume(trials)
+        experiment_dir.prepare_log_dir(self.log_dir, cfg, runtime, resuming)
+        results: List[TrialResult] = []
+        stop = StopFlag()
+        with experiment_dir.stop_on_signals(stop):
+            for index, (trial, hparams) in enumerate(trials):
+                if stop.requested:
+                    self.interrupted_by = stop.signum
+                    self._say(f'{signal.Signals(stop.signum).name}: not starting trial_{trial}.')
+                    break
+                result, group_broken = self._run_one(trial, hparams, base_seed, len(trials), stop)
+                if result is not None:
+                    results.append(result)
+                if result is not None and result.status == INTERRUPTED:
+                    self.interrupted_by = stop.signum
+                    break
+                if group_broken:
+                    rest = [f'trial_{t}' for t, _ in trials[index + 1:]]
+                    if rest:
+                        self._say(f'Not running {", ".join(rest)}: the process group is unusable after the '
+                                  'failure above; rerun them with --resume_last_run.')
+                    break
+        return results
+
+    def exit_code(self, results: List[TrialResult]) -> int:
+        """0, 1 (a trial failed or result.json could not be written) or 128+signal (interrupted)."""
+        if self.interrupted_by is not None:
+            return 128 + self.interrupted_by
+        return 1 if self.write_failed or any(r.status == FAILED for r in results) else 0
+
+    def _say(self, line: str) -> None:
+        if self.runtime.is_main:
+            self.progress.write(line)
+
+    def _run_one(self, trial: int, hparams, base_seed: int, num_trials: int, stop):
+        """Run one trial; returns (its TrialResult or None if skipped unrecorded, group broken)."""
+        from algoperf import checkpoint_utils, logger_utils  # noqa: PLC0415 (psutil, torch)
+        from algoperf.runner import TrialSetup, run_trial  # noqa: PLC0415
+
+        cfg, runtime = self.config, self.runtime
+        trial_dir = os.path.join(self.log_dir, f'trial_{trial}')
+        previous = _read_result(trial_dir)
+        if previous is not None and previous.status not in _UNFINISHED and cfg.resume_last_run:
+            self.progress.write(f'trial_{trial}: already finished ({previous.status}); skipping.')
+            return previous, False
+        with experiment_dir.file_errors_as_user_errors(trial_dir):
             if runtime.is_main:
                 os.makedirs(trial_dir, exist_ok=True)
+                checkpoint_utils.remove_temp_files(trial_dir)
             runtime.barrier()
             if hparams is not None:
                 hparams = logger_utils.write_hparams(hparams, trial_dir, is_main=runtime.is_main)
-            seed = trial_seed(base_seed, trial)
-            self.progress.start(f'{cfg.workload} trial {trial}/{len(trials)}')
-            self.progress.write(f'--- Tuning run {trial}/{cfg.num_tuning_trials} ---' if hparams is not None
-                                else f'--- Self-tuning run {trial} ---')
-            if hparams is not None:
-                self.progress.write(f'Hyperparameters: {dict(hparams._asdict())}')
-            profiler = Profiler() if cfg.profile else PassThroughProfiler()
-            setup = TrialSetup(
-                config=cfg, runtime=runtime, clock=Clock(runtime),
-                global_batch_size=self.global_batch_size, global_eval_batch_size=self.global_eval_batch_size,
-                trial_dir=trial_dir, profiler=profiler, progress=self.progress,
-                compile_model=self.spec.compile_model, compile_loss=self.spec.compile_loss,
-                extra_meta_data={'rng_seed': seed, 'search_seed': base_seed},
-            )
-            result = TrialResult(trial=trial, trial_dir=trial_dir, status=FAILED, rng_seed=seed,
-                                 hyperparameters=dict(hparams._asdict()) if hparams is not None else None)
-            start = time.monotonic()
+        seed = trial_seed(base_seed, trial)
+        self.progress.start(f'{cfg.workload} trial {trial}/{num_trials}')
+        self.progress.write(f'--- Tuning run {trial}/{cfg.num_tuning_trials} ---' if hparams is not None
+                            else f'--- Self-tuning run {trial} ---')
+        if hparams is not None:
+            self.progress.write(f'Hyperparameters: {dict(hparams._asdict())}')
+        profiler = Profiler() if cfg.profile else PassThroughProfiler()
+        setup = TrialSetup(
+            config=cfg, runtime=runtime, clock=Clock(runtime),
+            global_batch_size=self.global_batch_size, global_eval_batch_size=self.global_eval_batch_size,
+            trial_dir=trial_dir, profiler=profiler, progress=self.progress,
+            compile_model=self.spec.compile_model, compile_loss=self.spec.compile_loss,
+            extra_meta_data={'rng_seed': seed, 'search_seed': base_seed}, stop=stop,
+        )
+        result = TrialResult(trial=trial, trial_dir=trial_dir, status=FAILED, rng_seed=seed,
+                             hyperparameters=dict(hparams._asdict()) if hparams is not None else None,
+                             global_batch_size=self.global_batch_size, batch_size_asked_as=self.batch_size_asked_as)
+        start = time.monotonic()
+        workload = registry.get_workload(cfg.workload, **_workload_kwargs(cfg, runtime))
+        rng, _ = prng.split(prng.PRNGKey(seed), 2)
+        outcome, error, checkpoint = run_trial(workload, self.submission, hparams, rng, setup)
+        for field in dataclasses.fields(outcome):
+            setattr(result, field.name, getattr(outcome, field.name))
+        result.wall_time_sec = time.monotonic() - start
+        published = group_broken = False
+        if error is not None:
+            result.error, published = self._record_failure(trial, error)
+            group_broken = runtime.distributed
+            if isinstance(error, UserError) and not group_broken:
+                raise error  # Bad input found in the trial (a refused checkpoint, bad data): one line, exit 2.
+        if cfg.profile:
+            self.progress.write(f'Profile of trial {trial}:\n{profiler.summary()}')
+        if runtime.is_main:
+            path = os.path.join(trial_dir, 'result.json')
             try:
-                workload = registry.get_workload(cfg.workload, **_workload_kwargs(cfg, runtime))
-                rng, _ = prng.split(prng.PRNGKey(seed), 2)
-                outcome = train_once(workload, self.submission, hparams, rng, setup)
-                for field in dataclasses.fields(outcome):
-                    setattr(result, field.name, getattr(outcome, field.name))
-            except Exception as e:  # noqa: BLE001 - a failed trial must not stop the others
-                self.progress.close()
-                _log.exception('Trial %d failed.', trial)
-                result.error = f'{type(e).__name__}: {e}'
-            result.wall_time_sec = time.monotonic() - start
-            if cfg.profile:
-                self.progress.write(f'Profile of trial {trial}:\n{profiler.summary()}')
-            if runtime.is_main:
-                logger_utils.write_json(os.path.join(trial_dir, 'result.json'), dataclasses.asdict(result))
-            self.progress.write(_describe(result, self.spec))
-            results.append(result)
-        return results
+                logger_utils.write_json(path, dataclasses.asdict(result))
+            except OSError as e:
+                self.write_failed = True
+                self.progress.write(f'trial_{trial}: could not write {path} ({e.strerror or e}); '
+                                    f'the trial ended {result.status} after {result.global_step} steps.')
+        if error is not None and runtime.distributed:
+            if published:
+                runtime.wait_for_acknowledgements(_ACK_TIMEOUT_S)
+            else:
+                runtime.acknowledge_failure()
+        self.progress.write(_describe(result, self.spec))
+        if result.status == INTERRUPTED:
+            name = signal.Signals(stop.signum).name
+            where = f'checkpoint {checkpoint}' if checkpoint else 'no checkpoint (--save_checkpoints=false)'
+            self._say(f'{name}: trial_{trial} stopped after step {result.global_step}; {where}; '
+                      'continue with --resume_last_run.')
+        if error is not None and isinstance(error, UserError):
+            raise error
+        return result, group_broken
 
-
-def _read_result(trial_dir: str) -> Optional[TrialResult]:
-    path = os.path.join(trial_dir, 'result.json')
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return TrialResult(**json.load(f))
+    def _record_failure(self, trial: int, error: Exception):
+        """The error text for result.json; under DDP, the failing rank's. Returns (text, published)."""
+        runtime = self.runtime
+        own = f'{type(error).__name__}: {error}'
+        if not runtime.distributed:
+            if isinstance(error, UserError):
+                return own, False
+            # A full or read-only disk is the machine's state, not a bug: no traceback.
+            quiet = isinstance(error, OSError) and error.errno in _ENVIRONMENT_ERRNOS
+            _log.error('Trial %d failed%s', trial, f': {own}' if quiet else '.', exc_info=None if quiet else error)
+            return own, False
+        if is_communication_error(error):
+            # Wait a little: a peer that raised wrote its error before tearing its group down.
+            peers = runtime.peer_failures(wait_s=5.0)
+            if peers:
+                _log.error('Trial %d failed on another rank: %s', trial, peers[0])
+                return peers[0], False
+        text = f'rank {runtime.rank}: {own}'
+        if not isinstance(error, UserError):
+            _log.error('Trial %d failed on rank %d.', trial, runtime.rank, exc_info=error)
+        runtime.publish_failure(text)
+        return text, True
 
 
 def _describe(r: TrialResult, spec) -> str:
@@ -231,6 +369,8 @@ def _describe(r: TrialResult, spec) -> str:
             f'{r.accumulated_submission_time:.2f}s submission time '
             f'(budget {spec.runtime_budget_sec("self" if r.hyperparameters is None else "external"):.0f}s); '
             f'validation target {spec.validation_target_value}: {ttt}')
+    if r.batch_size_asked_as:
+        line += f'; batch size {r.global_batch_size} from get_batch_size({r.batch_size_asked_as!r})'
     if r.error:
         line += f'; error: {r.error}'
     return line

@@ -18,6 +18,7 @@ import subprocess
 from typing import Any, Dict, Optional
 
 from algoperf import spec
+from algoperf.config import ConfigError
 from algoperf.csv_log import CsvLog
 
 _log = logging.getLogger(__name__)
@@ -27,10 +28,19 @@ def write_json(name: str, log_dict: Dict, indent: int = 2, is_main: bool = True)
     """Write `log_dict` as JSON (upstream: json.dumps with indent 2)."""
     if not is_main:
         return
+    text = json.dumps(log_dict, indent=indent)  # Before opening: a TypeError leaves no file.
     tmp = f'{name}.tmp.{os.getpid()}'
-    with open(tmp, 'w') as f:
-        f.write(json.dumps(log_dict, indent=indent))
-    os.replace(tmp, name)
+    try:
+        with open(tmp, 'w') as f:
+            f.write(text)
+        os.replace(tmp, name)
+    except BaseException:
+        # ENOSPC, EROFS, a signal: no half-written temp file stays behind.
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def write_hparams(hparams: spec.Hyperparameters, tuning_dir: str, is_main: bool = True) -> spec.Hyperparameters:
@@ -38,9 +48,12 @@ def write_hparams(hparams: spec.Hyperparameters, tuning_dir: str, is_main: bool 
     path = os.path.join(tuning_dir, 'hparams.json')
     if os.path.exists(path):
         _log.info('Loading hparams from %s.', path)
-        with open(path) as f:
-            hparams_dict = json.load(f)
-        return collections.namedtuple('Hyperparameters', hparams_dict)(**hparams_dict)
+        try:
+            with open(path) as f:
+                hparams_dict = json.load(f)
+            return collections.namedtuple('Hyperparameters', hparams_dict)(**hparams_dict)
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as e:
+            raise ConfigError(f'{path}: corrupt hyperparameters ({e}); fix or delete it to resume.') from None
     _log.info('Saving hparams to %s.', path)
     write_json(path, hparams._asdict(), is_main=is_main)
     return hparams

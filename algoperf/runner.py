@@ -14,6 +14,15 @@ Differences from upstream, all outside the measured interval: one time point
 per step instead of two (the step loop makes no other host sync); CSV rows are
 appended instead of rewriting the file; on resume, log rows written after the
 restored checkpoint are dropped so none is duplicated.
+
+Ours, for reliability: a SIGTERM/SIGINT (`StopFlag`, set by the experiment's
+signal handler) ends the trial after the current step with a checkpoint
+(status 'interrupted'; resuming continues it). One process checks the flag
+every step (a Python attribute read); under DDP the ranks agree on it at eval
+points (one int all-reduce, off the clock), so all stop after the same step.
+A trial that raises still reports the steps, evals and time it reached
+(`run_trial`); under DDP a collective that fails because a peer is gone is
+re-raised from evals instead of being logged and trained past.
 """
 
 from __future__ import annotations
@@ -27,13 +36,14 @@ import types
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+import torch.distributed as dist
 
 from algoperf import checkpoint_utils, logger_utils, spec
 from algoperf import random_utils as prng
 from algoperf.config import RunConfig
 from algoperf.profiler import Profiler
 from algoperf.progress import Progress
-from algoperf.runtime import Runtime
+from algoperf.runtime import Runtime, is_communication_error
 from algoperf.submission import Submission
 from algoperf.timing import Clock
 
@@ -45,6 +55,19 @@ BUDGET_EXHAUSTED = 'budget_exhausted'
 MAX_STEPS = 'max_global_steps'
 TRAINING_COMPLETE = 'training_complete'
 DIVERGED = 'diverged'
+INTERRUPTED = 'interrupted'  # SIGTERM/SIGINT; resumable (ours)
+FAILED = 'failed'
+
+
+class StopFlag:
+    """Set by a signal handler; the step loop ends the trial at the next safe point."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
 
 
 @dataclasses.dataclass
@@ -62,6 +85,7 @@ class TrialSetup:
     compile_model: bool = False
     compile_loss: bool = False
     extra_meta_data: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    stop: Optional[StopFlag] = None
 
 
 @dataclasses.dataclass
@@ -140,6 +164,11 @@ class _Trial:
         self.status: Optional[str] = None
         self.time_to_val_target: Optional[float] = None
         self._checkpointed_step: Optional[int] = None
+        self.global_step = 0
+        self.eval_results: List[Tuple[int, Dict[str, Any]]] = []
+        self.preemption_count = 0
+        self.train_state: Dict[str, Any] = {}
+        self.checkpoint_path: Optional[str] = None
 
     # ---- setup (off the clock) ----------------------------------------------------------------
     def setup(self) -> None:
@@ -180,6 +209,8 @@ class _Trial:
 
     def _restore_and_open_logs(self) -> None:
         trial_dir = self.s.trial_dir
+        if self.is_main:
+            checkpoint_utils.remove_temp_files(trial_dir)
         (
             self.opt_state, self.params, self.model_state, self.train_state,
             self.eval_results, self.global_step, self.preemption_count,
@@ -214,12 +245,18 @@ class _Trial:
         wl, sub, cfg = self.workload, self.sub, self.cfg
         pass_train_state = sub.update_params_takes_train_state
         train_state_view = types.MappingProxyType(ts)
+        stop = self.s.stop
+        per_step_stop_check = stop is not None and not self.s.runtime.distributed
+        stopped_in_setup = self._stop_agreed()  # Before the clock starts (a collective under DDP).
         global_start_time = clock.now()
         ts['last_step_end_time'] = global_start_time
         self.global_start_time = global_start_time
         if ts['training_complete'] or not ts['is_time_remaining'] or self._goals_reached():
             _log.info('Restored trial had already finished; not training further.')
-        while ts['is_time_remaining'] and not self._goals_reached() and not ts['training_complete']:
+        elif stopped_in_setup:
+            self.status = INTERRUPTED  # Signalled during setup: checkpoint what was restored.
+        while (ts['is_time_remaining'] and not self._goals_reached() and not ts['training_complete']
+               and self.status != INTERRUPTED):
             step_rng = prng.fold_in(self.rng, self.global_step)
             data_select_rng, update_rng, prep_eval_rng, eval_rng = prng.split(step_rng, 4)
             with prof.profile('Data selection'):
@@ -258,11 +295,29 @@ class _Trial:
                 self._eval_point(step_end, prep_eval_rng, eval_rng)
                 if self.status == DIVERGED:
                     break
+                if not per_step_stop_check and self._stop_agreed():
+                    self.status = INTERRUPTED
                 ts['last_step_end_time'] = clock.now()
             else:
                 ts['last_step_end_time'] = step_end
+            if per_step_stop_check and stop.requested:
+                self.status = INTERRUPTED
             self.s.progress.update(self.global_step, ts['accumulated_submission_time'], self.budget)
         return self._finish()
+
+    def _stop_agreed(self) -> bool:
+        """Whether a stop was requested, on any rank (an all-reduce under DDP; off the clock)."""
+        stop = self.s.stop
+        if stop is None:
+            return False
+        if not self.s.runtime.distributed:
+            return stop.requested
+        flag = torch.tensor([stop.signum or 0], dtype=torch.int64, device=self.s.runtime.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        signum = int(flag.item())
+        if signum and not stop.requested:
+            stop.signum = signum
+        return bool(signum)
 
     def _eval_point(self, now: float, prep_eval_rng, eval_rng) -> None:
         ts, clock = self.train_state, self.s.clock
@@ -298,6 +353,8 @@ class _Trial:
                 self.cfg.data_dir, self.cfg.imagenet_v2_data_dir, self.global_step,
             )
         except RuntimeError as e:
+            if self.s.runtime.distributed and is_communication_error(e):
+                raise  # A peer is gone: training on would only fail at the next collective.
             # Upstream logs eval errors and trains on; an OOM frees memory first.
             _log.exception('Eval at step %d failed.', self.global_step)
             if 'out of memory' in str(e):
@@ -340,7 +397,7 @@ class _Trial:
         if self._checkpointed_step == self.global_step:
             return  # The last eval already saved this step (upstream saves it twice).
         self._checkpointed_step = self.global_step
-        checkpoint_utils.save_checkpoint(
+        self.checkpoint_path = checkpoint_utils.save_checkpoint(
             self.opt_state, self.params, self.model_state, self.train_state, self.eval_results,
             self.global_step, self.preemption_count, self.s.trial_dir, self.cfg.save_intermediate_checkpoints,
         )
@@ -370,16 +427,31 @@ class _Trial:
             self.time_to_val_target = next(
                 (r['score'] for _, r in self.eval_results if self.workload.has_reached_validation_target(r)), None
             )
+        return self.outcome(self.status)
+
+    def outcome(self, status: str) -> TrialOutcome:
+        """What the trial reached so far (also after it raised: steps, evals, time)."""
+        ts = self.train_state
         return TrialOutcome(
-            status=self.status,
+            status=status,
             global_step=self.global_step,
-            accumulated_submission_time=ts['accumulated_submission_time'],
-            validation_goal_reached=ts['validation_goal_reached'],
-            test_goal_reached=ts['test_goal_reached'],
+            accumulated_submission_time=float(ts.get('accumulated_submission_time', 0.0)),
+            validation_goal_reached=bool(ts.get('validation_goal_reached', False)),
+            test_goal_reached=bool(ts.get('test_goal_reached', False)),
             time_to_validation_target=self.time_to_val_target,
             num_evals=len(self.eval_results),
             preemption_count=self.preemption_count,
         )
+
+    def after_failure(self) -> None:
+        """Write what is queued (train rows logged as tensors) so the logs show the steps reached."""
+        self.s.progress.close()
+        if self.logger is None:
+            return
+        try:
+            self.logger.finish()
+        except Exception as e:  # noqa: BLE001 - a broken device must not hide the trial's own error
+            _log.warning('Could not write the queued metric rows after the failure: %s', e)
 
 
 def train_once(workload, submission: Submission, hyperparameters, rng, setup: TrialSetup) -> TrialOutcome:
@@ -387,3 +459,20 @@ def train_once(workload, submission: Submission, hyperparameters, rng, setup: Tr
     trial = _Trial(workload, submission, hyperparameters, rng, setup)
     trial.setup()
     return trial.run()
+
+
+def run_trial(workload, submission: Submission, hyperparameters, rng,
+              setup: TrialSetup) -> Tuple[TrialOutcome, Optional[Exception], Optional[str]]:
+    """`train_once` that reports a failure instead of raising it.
+
+    Returns (outcome, exception or None, path of the last checkpoint written or
+    None). A raising trial's outcome has status 'failed' and the steps, evals and
+    submission time it reached.
+    """
+    trial = _Trial(workload, submission, hyperparameters, rng, setup)
+    try:
+        trial.setup()
+        return trial.run(), None, trial.checkpoint_path
+    except Exception as e:  # noqa: BLE001 - the caller records it
+        trial.after_failure()
+        return trial.outcome(FAILED), e, trial.checkpoint_path

@@ -53,6 +53,9 @@ class WorkloadSpec:
         data_tool: lazy import target of the `algoperf data <name>` command that
             prepares this workload's data, 'module.path:function' (called with the
             remaining argv and the program name; returns an exit code), or ''.
+        stands_in_for: the upstream workload a dev workload replaces offline (digits ->
+            'mnist'): a submission whose `get_batch_size` rejects this name is asked
+            for that one, so upstream submissions run on it unchanged; or ''.
     """
 
     name: str
@@ -80,6 +83,7 @@ class WorkloadSpec:
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
     notes: str = ''
     data_tool: str = ''
+    stands_in_for: str = ''
 
     _LOSS_TYPES = (
         'SOFTMAX_CROSS_ENTROPY',

@@ -27,7 +27,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from algoperf import param_utils, spec
-from algoperf.workload_base import SpecWorkload
+from algoperf.errors import DataError
+from algoperf.workload_base import EvalPass, SpecWorkload
 
 Arrays = Tuple[np.ndarray, np.ndarray]  # (float32 inputs [N, ...], int64 labels [N])
 
@@ -37,10 +38,14 @@ class _TrainStream:
 
     Index order depends only on the seed, so `fast_forward(n)` skips n batches
     without touching data: a resumed run sees exactly the batches an
-    uninterrupted run would have.
+    uninterrupted run would have. A batch larger than the dataset is legal
+    (upstream repeats the dataset): it spans several consecutive epochs, each a
+    full permutation, so every example appears once per epoch.
     """
 
     def __init__(self, x, y, seed: int, global_batch_size: int, local: slice) -> None:
+        if len(y) == 0:  # _split_tensors refuses empty splits with the file named; a guard here
+            raise ValueError('empty train split: no examples to draw batches from.')
         self.x, self.y = x, y
         self.rng = np.random.RandomState(seed % 2**32)
         self.global_batch_size = global_batch_size
@@ -48,8 +53,12 @@ class _TrainStream:
         self.buffer = np.empty(0, dtype=np.int64)
 
     def _next_indices(self) -> np.ndarray:
-        while len(self.buffer) < self.global_batch_size:
-            self.buffer = np.concatenate([self.buffer, self.rng.permutation(len(self.y))])
+        short = self.global_batch_size - len(self.buffer)
+        if short > 0:
+            # All epochs the batch needs, joined once: appending one epoch at a time re-copied
+            # the buffer per epoch, O(batch^2 / n) (a batch of 3e6 over 3 examples never ended).
+            epochs = -(-short // len(self.y))
+            self.buffer = np.concatenate([self.buffer] + [self.rng.permutation(len(self.y)) for _ in range(epochs)])
         idx, self.buffer = self.buffer[: self.global_batch_size], self.buffer[self.global_batch_size :]
         return idx
 
@@ -92,6 +101,8 @@ class InMemoryClassificationWorkload(SpecWorkload):
         source = 'train' if split == 'eval_train' else split
         if source not in self._splits:
             x, y = self._load_split(source, data_dir)
+            if len(y) == 0:
+                raise DataError(f'{self.workload_spec.name}: the {source} split in {data_dir} holds no examples.')
             device = self.runtime.device
             self._splits[source] = (
                 torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device),
@@ -124,7 +135,15 @@ class InMemoryClassificationWorkload(SpecWorkload):
         local = self._local_slice(global_batch_size)
         if split == 'train':
             return self._train_stream(x, y, int(data_rng[0]), global_batch_size, local)
-        return self._eval_stream(x, y, global_batch_size, local, repeat_final_dataset, num_batches)
+        # An eval pass: num_batches (default: the split), at most the split's own batches,
+        # so a split smaller than the spec's count is read once, not cycled.
+        per_pass = math.ceil(len(y) / global_batch_size)
+        if num_batches is not None:
+            per_pass = min(per_pass, num_batches)
+        stream = self._eval_stream(x, y, global_batch_size, local, repeat_final_dataset, per_pass)
+        if not repeat_final_dataset:
+            return stream
+        return EvalPass(source=stream, batches_per_pass=per_pass)
 
     def _train_stream(self, x, y, seed, global_batch_size, local) -> '_TrainStream':
         return _TrainStream(x, y, seed, global_batch_size, local)
@@ -227,19 +246,26 @@ class InMemoryClassificationWorkload(SpecWorkload):
         del global_step
         if split not in self._eval_iters:
             self._eval_iters[split] = self._build_input_queue(
-                rng, split, data_dir, global_batch_size, cache=True, repeat_final_dataset=True
-            )
+                rng, split, data_dir, global_batch_size, cache=True, repeat_final_dataset=True,
+                num_batches=math.ceil(num_examples / global_batch_size),
+            )  # fmt: skip
         stream = self._eval_iters[split]
-        # float64 sums: 10,000 per-example losses in float32 lose ~4 digits.
-        totals = torch.zeros(2, dtype=torch.float64, device=self.runtime.device)
-        for _ in range(math.ceil(num_examples / global_batch_size)):
-            batch = next(stream)
+
+        def batch_sums(batch):
             logits, _ = self.model_fn(params, batch, None, spec.ForwardPassMode.EVAL, rng, False)
             weights = batch['weights']
             correct = ((logits.argmax(dim=-1) == batch['targets']) * weights).sum()
             loss = self.loss_fn(batch['targets'], logits, weights)['summed']
-            totals += torch.stack([correct.double(), loss.double()])
+            return torch.stack([correct.double(), loss.double(), weights.sum().double()])
+
+        # float64 sums: 10,000 per-example losses in float32 lose ~4 digits.
+        totals = torch.zeros(3, dtype=torch.float64, device=self.runtime.device)
+        # One pass: upstream's ceil(num_examples / batch) batches, or the split's when it
+        # holds fewer examples (then the sums are divided by those; see `_eval_count`).
+        for batch in self._one_pass(stream, num_examples, global_batch_size):
+            totals += self._eval_in_chunks(batch_sums, batch)
         if self.runtime.distributed:
             dist.all_reduce(totals)
-        accuracy, loss = (totals / num_examples).tolist()
-        return {'accuracy': accuracy, 'loss': loss}
+        correct, loss, present = totals.tolist()
+        count = self._eval_count(split, num_examples, present)
+        return {'accuracy': correct / count, 'loss': loss / count}

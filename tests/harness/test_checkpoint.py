@@ -96,9 +96,11 @@ class _Custom:
         self.value = 3
 
 
-def test_non_tensor_content_falls_back_with_warning(tmp_path):
+def test_non_tensor_content_is_refused_never_unpickled(tmp_path):
+    # Was: a warning and a weights_only=False retry, which runs code from the file (issue 18).
+    from algoperf.errors import CheckpointError
+
     path = tmp_path / 'checkpoint_1'
     torch.save({'global_step': 1, 'thing': _Custom()}, path)
-    with pytest.warns(UserWarning, match='weights_only=False'):
-        ckpt = checkpoint_utils.load_checkpoint_file(str(path), torch.device('cpu'))
-    assert ckpt['thing'].value == 3
+    with pytest.raises(CheckpointError, match='checkpoint_1: refusing to load'):
+        checkpoint_utils.load_checkpoint_file(str(path), torch.device('cpu'))

@@ -8,6 +8,9 @@ DIGITS = WorkloadSpec(
     name='digits',
     base_workload='digits',
     kind=WorkloadKind.DEV,
+    # Same task shape as upstream's MNIST (10-class images, small MLP): upstream
+    # submissions' get_batch_size tables know 'mnist' and not 'digits'.
+    stands_in_for='mnist',
     impl='workloads.digits.workload:DigitsWorkload',
     dataset='UCI handwritten digits, as bundled with scikit-learn (1,797 8x8 images)',
     target_metric_name='accuracy',
