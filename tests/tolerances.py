@@ -157,3 +157,60 @@ TOLERANCES['bitwise'] = {
 # at |p| = 0.19), the same in both modes; atol=1e-6 leaves ~20x headroom and is far below the
 # y-x gap the eval swap must produce (checked in that test), rtol=1e-5 as 'optimizer_trajectory'.
 TOLERANCES['submission_vs_schedulefree'] = {torch.float32: {'rtol': 1e-5, 'atol': 1e-6}}
+
+# --- LM kernels (kernels/fused_linear_cross_entropy.py, rms_norm.py, rope_qk_norm.py). In these
+# four kinds `atol` is a FRACTION OF max|expected| (the tests multiply it in): gradients are
+# sums of mixed-sign terms, so an element's error scales with the tensor's magnitude, not
+# its own. rtol keeps its usual meaning.
+#
+# Fused linear + CE vs the full-logits reference. fp64: both paths in fp64, reduction order
+# only (measured 4.2e-14 of max). fp32: logsumexp and gradient sums over V <= 50257 terms in
+# another order and blocking (measured 1.9e-6 of max); 1e-5 gives 5x headroom.
+TOLERANCES['fused_linear_ce'] = {
+    torch.float64: {'rtol': 1e-12, 'atol': 1e-12},
+    torch.float32: {'rtol': 1e-5, 'atol': 1e-5},
+}
+# Gradients under bf16 autocast (keyed bf16): both paths round dlogits to bf16 and each
+# matmul output to bf16 (2**-9 relative each), but at different points: the fused head
+# scales by the upstream gradient after the matmul and sums G_W over chunks of bf16
+# products in fp32; the reference rounds one full-size product. Measured 7.5e-3 of max
+# (~2 bf16 ulps); 2**-6 gives 2x headroom.
+TOLERANCES['fused_linear_ce_grad'] = {torch.bfloat16: {'rtol': 2.0**-7, 'atol': 2.0**-6}}
+# RMSNorm kernels vs the fp64 formula on the same inputs, and torch vs the formula: fp32 math
+# (mean over D <= 1024 and the weight-gradient sum over <= 123 rows in fp32, ~1e-6) rounded
+# once to the output dtype: half an ulp, or one where fp32 noise crosses a rounding midpoint
+# (bf16 ulp <= 2**-7 relative, fp16 2**-10). atol (of max) covers dx's cancellation
+# dxhat - xhat * mean(...), computed in fp32 (~1e-7 of max) before that rounding.
+TOLERANCES['rms_norm'] = {
+    torch.float64: {'rtol': 1e-12, 'atol': 1e-12},
+    torch.float32: {'rtol': 1e-5, 'atol': 1e-5},
+    torch.bfloat16: {'rtol': 2.0**-7, 'atol': 2.0**-16},
+    torch.float16: {'rtol': 2.0**-10, 'atol': 2.0**-16},
+}
+# RoPE + QK-norm forward vs rope_qk_norm_reference(norm_dtype=fp32) (upstream's CUDA
+# numerics), keyed by the dtype the output is rounded to last (input dtype for fp32 outputs:
+# the rotated pair is rounded to it). Same math; fp32 noise (FMA contraction in the
+# rotation, sum order) can flip a rotated element's rounding by one ulp, which moves that
+# output element by <= 1 ulp relative (bf16 2**-7, fp16 2**-10) and the row's others by
+# ~|y_j|^2 of that. fp32: ~1e-7 measured.
+TOLERANCES['rope_qk_norm'] = {
+    torch.float32: {'rtol': 1e-5, 'atol': 1e-5},
+    torch.bfloat16: {'rtol': 2.0**-7, 'atol': 2.0**-16},
+    torch.float16: {'rtol': 2.0**-10, 'atol': 2.0**-16},
+}
+# RoPE + QK-norm gradients (kernels, or torch's autograd in fp32) vs the fp64 gradient of the
+# same math on the same inputs. The kernels round the rotated pair to the input dtype in the
+# forward (upstream's type_as) where fp64 does not: 2**-9 relative per element, which the
+# projection (dy - yhat (yhat.dy)) / ||u|| turns into ~2**-9 of the row's |dy| / ||u||
+# (measured 2.0e-3 of max for bf16); the one rounding of dx adds 2**-9. atol 2**-7 of max
+# (4x headroom); fp16 scaled by its 8x smaller ulp.
+TOLERANCES['rope_qk_norm_grad'] = {
+    torch.float32: {'rtol': 1e-5, 'atol': 1e-5},
+    torch.bfloat16: {'rtol': 2.0**-7, 'atol': 2.0**-7},
+    torch.float16: {'rtol': 2.0**-10, 'atol': 2.0**-10},
+}
+# Upstream's own bf16 autograd (CPU, no autocast) vs fp64: the norm, the quotient, `+ eps` and
+# the scale are each rounded to bf16 in the forward and the gradients of u's two uses (the
+# quotient and the norm) are rounded and summed in bf16: measured 5.3e-3 of max, so 2**-6
+# (3x). Documents how far upstream itself is from exact; the kernels meet the tighter entry.
+TOLERANCES['rope_qk_norm_grad_upstream'] = {torch.bfloat16: {'rtol': 2.0**-6, 'atol': 2.0**-6}}
