@@ -46,6 +46,8 @@ def _param_type(name: str) -> spec.ParameterType:
             return t.ATTENTION_BIAS
         if 'in_proj' in name:
             return t.ATTENTION_QKV
+        if 'qkv' in name:  # v1.0 (finewebedu_lm's fused `w_qkv`; CA param_utils@362cbda).
+            return t.ATTENTION_QKV
         if 'kv_proj' in name:
             return t.ATTENTION_KV
         if 'k_proj' in name or 'key' in name:

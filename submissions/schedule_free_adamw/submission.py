@@ -101,6 +101,7 @@ _BATCH_SIZES = {
     'librispeech_deepspeech': 128,
     'ogbg': 512,
     'wmt': 128,
+    'finewebedu_lm': 64,  # v1.0 (upstream's baseline; algoperf_v1.md §1.8).
     'mnist': 16,
     'digits': 64,
 }

@@ -53,6 +53,7 @@ _BATCH_SIZES = {
     'librispeech_deepspeech': 256,
     'ogbg': 512,
     'wmt': 128,
+    'finewebedu_lm': 64,  # v1.0 (upstream's baseline; algoperf_v1.md §1.8).
     'mnist': 16,
     'cifar': 16384,
     'digits': 64,
