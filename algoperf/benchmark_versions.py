@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, Mapping, Optional, Tuple
 
+from algoperf.errors import UserError
+
 DEFAULT_VERSION = '1.0'
 
 _EIGHT = (
@@ -149,7 +151,7 @@ VERSIONS: Dict[str, BenchmarkVersion] = {
 }
 
 
-class UnknownVersionError(ValueError):
+class UnknownVersionError(UserError):
     """A --benchmark_version that is not one of VERSIONS."""
 
 
@@ -168,15 +170,21 @@ def get(version: Optional[str] = None) -> BenchmarkVersion:
 def apply(spec, version: Optional[str] = None):
     """`spec` (a WorkloadSpec) with the budget, eval period and step hint of `version`.
 
-    Base workloads and their variants take the version's values for their base; a workload the
-    version does not time (dev, test, or `finewebedu_lm` under 0.5/0.6) is returned unchanged.
+    Base workloads and their variants take the version's values for their base, and its
+    self-tuning budget factor; dev and test workloads are returned unchanged, and a workload the
+    version does not time (`finewebedu_lm` under 0.5/0.6) keeps its own budget.
     """
     rules = get(version)
     timing = rules.timing.get(spec.base_workload)
-    if timing is None or spec.kind.value in ('dev', 'test'):
+    if spec.kind.value in ('dev', 'test'):
         return spec
+    changes: Dict[str, object] = {}
+    if spec.self_tuning_budget_factor != rules.self_tuning_budget_factor:
+        changes['self_tuning_budget_factor'] = rules.self_tuning_budget_factor
+    if timing is None:
+        return dataclasses.replace(spec, **changes) if changes else spec
     budget, eval_period = timing
-    changes = {'max_allowed_runtime_sec': budget, 'eval_period_time_sec': eval_period}
+    changes.update({'max_allowed_runtime_sec': budget, 'eval_period_time_sec': eval_period})
     if spec.base_workload in rules.step_hints:
         changes['step_hint'] = rules.step_hints[spec.base_workload]
     return dataclasses.replace(spec, **changes)

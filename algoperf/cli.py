@@ -71,7 +71,9 @@ _HELP = {
     'resume_anyway': ('Resume even if --submission_path, --rng_seed or the search space differ from what the '
                       'experiment recorded (flags_0.json, hparams.json); refused otherwise.'),
     'append_timestamp': 'Append -YYYY-MM-DD-HH-MM-SS to the experiment name.',
-    'use_wandb': 'Weights & Biases logging (not supported yet).',
+    'use_wandb': 'Log the trial scalars, flags and hyperparameters to Weights & Biases (WANDB_MODE=offline works offline).',
+    'use_tensorboard': 'TensorBoard event files in each trial directory (default: on when tensorboard is installed).',
+    'benchmark_version': "Benchmark rules: '1.0' (4x A100 budgets, TF32; default), '0.6' or '0.5' (8x V100).",
     'profile': 'Print wall-clock totals per harness action after each trial.',
     'max_global_steps': 'Stop after this many steps (with a final eval).',
     'overwrite': 'Delete an existing experiment directory first.',
@@ -84,7 +86,12 @@ _HELP = {
     'skip_evals': 'Train without evals (budget still checked every eval period).',
     'halt_on_divergence': 'End a trial whose eval metrics are non-finite (--nohalt_on_divergence trains on, as upstream).',
     'device': "'auto' (CUDA when available), 'cpu' or 'cuda'.",
-    'progress': 'Progress bar (terminal) or periodic lines (logs) on stderr.',
+    'progress': 'Progress bar (terminal) or periodic lines (logs) on stderr, with steps/s and ETA.',
+    'quiet': ('No progress bar, no per-eval lines and no INFO logs: only the trial summary lines, the '
+              'end-of-run table, warnings and errors.'),
+    'num_threads': ('Torch intra-op CPU threads per rank, set before the workload and submission are built; '
+                    '0 = auto: OMP_NUM_THREADS if set (not under torchrun), else the usable cores '
+                    '(affinity) divided by the ranks on this node, at least 1. Recorded in meta_data_<n>.json.'),
 }
 
 
@@ -146,6 +153,8 @@ def _profile_parser(sub) -> argparse.ArgumentParser:
                    help="Global eval batch size of the timed eval (default: the workload's, upstream's).")
     p.add_argument('--torch_compile', action='store_true', help="Compile where upstream does (off by default here).")
     p.add_argument('--device', choices=['cpu', 'cuda'], help='Default: cuda when available.')
+    p.add_argument('--num_threads', type=int, default=0,
+                   help='Torch intra-op threads (0 = auto, as `algoperf run`); recorded in profile.json.')
     return p
 
 
@@ -162,7 +171,8 @@ def _cmd_profile(args) -> int:
         args.workload, args.submission, data=args.data, steps=args.steps, warmup=args.warmup, trace=args.trace,
         output_dir=args.output_dir, global_batch_size=args.batch_size, tuning_search_space=args.tuning_search_space,
         rng_seed=args.rng_seed, run_eval=not args.no_eval, torch_compile=args.torch_compile, device=args.device,
-        eval_batches=args.eval_batches, eval_batch_size=args.eval_batch_size, on_steps=print_steps)
+        eval_batches=args.eval_batches, eval_batch_size=args.eval_batch_size, on_steps=print_steps,
+        num_threads=args.num_threads)
     if report.get('eval_seconds') is not None:
         print(profiling.format_eval_line(report) + f' (added to {args.output_dir}/profile.json)')
     return 0
@@ -205,7 +215,7 @@ def _cmd_list(args) -> int:
     return 0
 
 
-def _setup_logging(progress, rank: int) -> None:
+def _setup_logging(progress, rank: int, quiet: bool = False) -> None:
     from algoperf.progress import ProgressLogHandler
     from algoperf.runtime import RankZeroFilter
 
@@ -214,14 +224,16 @@ def _setup_logging(progress, rank: int) -> None:
     handler.addFilter(RankZeroFilter(rank))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
+    # --quiet: warnings and errors only (the full eval dicts are DEBUG records in any case).
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 def _cmd_run(args) -> int:
     fields = {k: getattr(args, k) for k in RunConfig.__dataclass_fields__}
     config = RunConfig(**fields)
-    if config.use_wandb:
-        raise ConfigError('--use_wandb: Weights & Biases logging is not supported yet.')
+    from algoperf import tracking
+
+    tracking.check_available(config.use_tensorboard, config.use_wandb)  # One line, before anything is written.
     if config.set_pytorch_max_split_size:
         # Must happen before CUDA initialises.
         os.environ['PYTORCH_CUDA_ALLOC_CONF'] = 'max_split_size_mb:256'
@@ -235,8 +247,8 @@ def _cmd_run(args) -> int:
 
         if not torch.cuda.is_available():
             raise ConfigError('--device=cuda: no CUDA device is available.')
-    progress = Progress(enabled=config.progress and runtime.is_main)
-    _setup_logging(progress, runtime.rank)
+    progress = Progress(enabled=config.progress and not config.quiet and runtime.is_main, quiet=config.quiet)
+    _setup_logging(progress, runtime.rank, quiet=config.quiet)
     runtime.init_process_group()
     try:
         experiment = Experiment(config, runtime, progress)

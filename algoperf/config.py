@@ -55,9 +55,18 @@ class RunConfig:
     halt_on_divergence: bool = True  # False keeps upstream's train-on after NaN evals.
     device: str = 'auto'  # 'auto' | 'cpu' | 'cuda'
     progress: bool = True  # progress bar / lines on stderr
+    # Only the trial summary lines, the end-of-run table, warnings and errors on the terminal.
+    quiet: bool = False
+    # Torch intra-op threads per rank; 0 = auto (runtime.choose_num_threads).
+    num_threads: int = 0
     # Resume even when --submission_path, --rng_seed or the search space differ from
     # what the experiment directory recorded (flags_0.json, hparams.json).
     resume_anyway: bool = False
+    # The benchmark's rules (algoperf/benchmark_versions.py): budgets, eval periods, the
+    # self-tuning budget factor and TF32 on CUDA. 0.6 / 0.5 reproduce old experiments.
+    benchmark_version: str = '1.0'
+    # TensorBoard event files per trial: None = on when the package is installed.
+    use_tensorboard: Optional[bool] = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -106,6 +115,8 @@ class RunConfig:
             raise ConfigError('--capture_jax_trace is JAX-only; use `algoperf profile` for PyTorch traces.')
         if self.device not in ('auto', 'cpu', 'cuda'):
             raise ConfigError(f"--device={self.device}: must be 'auto', 'cpu' or 'cuda'.")
+        if self.num_threads < 0:
+            raise ConfigError(f'--num_threads={self.num_threads}: must be >= 0 (0 = auto).')
         if self.pytorch_eval_num_workers < 0:
             raise ConfigError('--pytorch_eval_num_workers must be >= 0.')
         if self.experiment_name is not None:
@@ -116,6 +127,9 @@ class RunConfig:
                     f'--experiment_name={self.experiment_name}: must be a relative path inside '
                     '--experiment_dir (no leading "/", no "..").'
                 )
+        from algoperf import benchmark_versions  # noqa: PLC0415 (torch-free table)
+
+        object.__setattr__(self, 'benchmark_version', benchmark_versions.get(self.benchmark_version).name)
         if self.overwrite and self.resume_last_run:
             raise ConfigError('--overwrite and --resume_last_run contradict each other; pick one.')
 

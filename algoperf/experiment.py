@@ -22,6 +22,21 @@ end the running trial after its current step with a checkpoint (exit 143/130).
 Under torchrun a failing rank publishes its error so every rank records it
 (runtime.publish_failure); the group is then gone, so later trials are not run.
 result.json is written atomically; a failure to write it is one line and exit 1.
+
+Timing hygiene (issue 16): torch's intra-op threads are set before the submission
+and workload are built (--num_threads; 0 = auto, runtime.choose_num_threads), and
+recorded with the CPU model, core counts and the load average at trial start in
+meta_data_<n>.json (`torch_num_threads`, `torch_num_threads_source`,
+`cpu_count_logical|physical|usable`, `load_average_start`); result.json adds the
+threads and the load average at trial start and end (`load_average_start`,
+`load_average_end`: 1, 5, 15 minutes). A 1-minute load above the logical core
+count at either point is one warning line on stderr.
+
+Terminal: `--- Tuning run i/n ---` and the progress label count the trials of the
+whole study (a list-valued space caps them, said once); after the last trial a
+table lists every trial of this invocation (status, steps, submission time, time
+to target, error). --quiet keeps only the summary lines, that table, warnings
+and errors.
 """
 
 from __future__ import annotations
@@ -38,8 +53,10 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from algoperf import benchmark_versions
 from algoperf import random_utils as prng
 from algoperf import experiment_dir, registry, search_space
+from algoperf import runtime as runtime_lib
 from algoperf import submission as submission_lib
 from algoperf.config import ConfigError, RunConfig
 from algoperf.errors import DataError, UserError
@@ -82,6 +99,11 @@ class TrialResult:
     # The workload name get_batch_size answered for, when not this workload's own
     # (its base workload, or the upstream one a dev workload stands in for).
     batch_size_asked_as: Optional[str] = None
+    # Timing hygiene: torch intra-op threads, and the system load average (1, 5, 15 min)
+    # when the trial started and ended (meta_data_<n>.json has the start and the CPU).
+    torch_num_threads: Optional[int] = None
+    load_average_start: Optional[List[float]] = None
+    load_average_end: Optional[List[float]] = None
 
 
 experiment_log_dir = experiment_dir.experiment_log_dir  # Its old home; kept for importers.
@@ -145,12 +167,17 @@ class Experiment:
         self.config = config
         self.runtime = runtime
         self.progress = progress
-        self.spec = registry.get_spec(config.workload)
+        # Before anything builds tensors or thread pools (the submission, the workload probe).
+        requested, self.threads_source = runtime_lib.choose_num_threads(config.num_threads, runtime)
+        self.num_threads = runtime_lib.set_num_threads(requested)
+        _log.info('Torch intra-op threads: %d (%s).', self.num_threads, self.threads_source)
+        self.rules = benchmark_versions.get(config.benchmark_version)
+        self.spec = benchmark_versions.apply(registry.get_spec(config.workload), self.rules.name)
         self.submission = submission_lib.load(config.submission_path)
         self.space = search_space.load(config.tuning_search_space) if config.tuning_search_space else None
         self._check_hparam_slice()
         # Instantiating the workload checks its optional dependencies early.
-        probe = registry.get_workload(config.workload, **_workload_kwargs(config, runtime))
+        probe = registry.get_workload(config.workload, config.benchmark_version, **_workload_kwargs(config, runtime))
         check_data = getattr(probe, 'validate_data_dir', None)
         if check_data is not None:
             try:
@@ -167,18 +194,28 @@ class Experiment:
         self.global_eval_batch_size = eval_batch if eval_batch is not None else probe.eval_batch_size
         _check_divisible('eval batch size', self.global_eval_batch_size, runtime)
         self.log_dir = experiment_dir.experiment_log_dir(config, config.workload)
+        from algoperf import precision  # noqa: PLC0415 (pulls torch)
+
+        # Before any submission code runs its first step (the submission module is imported,
+        # but init_optimizer_state / update_params have not been called).
+        self.version_meta_data = precision.apply(self.rules, runtime.device)
         self.interrupted_by: Optional[int] = None  # signal number, once a signal ended the run
+        self._last_end_warned = False  # the previous trial ended with a busy-machine line
         self.write_failed = False
 
-    def _check_hparam_slice(self) -> None:
+    @property
+    def study_trials(self) -> int:
+        """Trials of the whole study: 1 self-tuning; a list-valued space caps --num_tuning_trials."""
         cfg = self.config
         if cfg.is_self_tuning:
-            count = 1
-        elif self.space.points is not None:
-            count = min(cfg.num_tuning_trials, len(self.space.points))
-        else:
-            count = cfg.num_tuning_trials
-        start = cfg.hparam_start_index or 0
+            return 1
+        if self.space.points is not None:
+            return min(cfg.num_tuning_trials, len(self.space.points))
+        return cfg.num_tuning_trials
+
+    def _check_hparam_slice(self) -> None:
+        count = self.study_trials
+        start = self.config.hparam_start_index or 0
         if start >= count:
             raise ConfigError(
                 f'--hparam_start_index={start}: past the last trial (this run has {count} trial(s), '
@@ -190,7 +227,11 @@ class Experiment:
         cfg = self.config
         if cfg.is_self_tuning:
             return [(1, None)]
-        points = self.space.generate(cfg.num_tuning_trials, seed=base_seed)
+        count = self.study_trials
+        if count != cfg.num_tuning_trials:  # Said here, once (generate() is asked for no more).
+            self._say(f'{cfg.tuning_search_space}: search space lists {count} points; running {count} '
+                      f'trials, not {cfg.num_tuning_trials} (--num_tuning_trials).')
+        points = self.space.generate(count, seed=base_seed)
         indexed = list(enumerate(points))
         sliced = itertools.islice(indexed, cfg.hparam_start_index, cfg.hparam_end_index)
         return [(i + 1, hp) for i, hp in sliced]
@@ -242,7 +283,7 @@ class Experiment:
                     self.interrupted_by = stop.signum
                     self._say(f'{signal.Signals(stop.signum).name}: not starting trial_{trial}.')
                     break
-                result, group_broken = self._run_one(trial, hparams, base_seed, len(trials), stop)
+                result, group_broken = self._run_one(trial, hparams, base_seed, self.study_trials, stop)
                 if result is not None:
                     results.append(result)
                 if result is not None and result.status == INTERRUPTED:
@@ -254,6 +295,8 @@ class Experiment:
                         self._say(f'Not running {", ".join(rest)}: the process group is unusable after the '
                                   'failure above; rerun them with --resume_last_run.')
                     break
+        if results:
+            self._say(results_table(results))
         return results
 
     def exit_code(self, results: List[TrialResult]) -> int:
@@ -265,6 +308,13 @@ class Experiment:
     def _say(self, line: str) -> None:
         if self.runtime.is_main:
             self.progress.write(line)
+
+    def _warn_if_busy(self, what: str, load, say: bool = True) -> bool:
+        """Whether the machine was busier than its cores; one warning line if `say`."""
+        line = runtime_lib.busy_machine_warning(what, load)
+        if line is not None and say:
+            _log.warning('%s', line)
+        return line is not None
 
     def _run_one(self, trial: int, hparams, base_seed: int, num_trials: int, stop):
         """Run one trial; returns (its TrialResult or None if skipped unrecorded, group broken)."""
@@ -285,29 +335,40 @@ class Experiment:
             if hparams is not None:
                 hparams = logger_utils.write_hparams(hparams, trial_dir, is_main=runtime.is_main)
         seed = trial_seed(base_seed, trial)
-        self.progress.start(f'{cfg.workload} trial {trial}/{num_trials}')
-        self.progress.write(f'--- Tuning run {trial}/{cfg.num_tuning_trials} ---' if hparams is not None
-                            else f'--- Self-tuning run {trial} ---')
-        if hparams is not None:
-            self.progress.write(f'Hyperparameters: {dict(hparams._asdict())}')
+        self.progress.start(f'{cfg.workload} trial {trial}/{num_trials}', max_steps=cfg.max_global_steps)
+        if runtime.is_main:
+            self.progress.note(f'--- Tuning run {trial}/{num_trials} ---' if hparams is not None
+                               else f'--- Self-tuning run {trial} ---')
+            if hparams is not None:
+                self.progress.note(f'Hyperparameters: {dict(hparams._asdict())}')
+        load_start = runtime_lib.load_average()
+        # At most one busy-machine line per trial, at its start or else its end; a start right
+        # after the previous trial's end line (the same moment) counts as said.
+        busy_start = self._warn_if_busy(f'trial_{trial} start', load_start, say=not self._last_end_warned)
+        host = {**runtime_lib.cpu_facts(), 'torch_num_threads': self.num_threads,
+                'torch_num_threads_source': self.threads_source, 'load_average_start': load_start}
         profiler = Profiler() if cfg.profile else PassThroughProfiler()
         setup = TrialSetup(
             config=cfg, runtime=runtime, clock=Clock(runtime),
             global_batch_size=self.global_batch_size, global_eval_batch_size=self.global_eval_batch_size,
             trial_dir=trial_dir, profiler=profiler, progress=self.progress,
             compile_model=self.spec.compile_model, compile_loss=self.spec.compile_loss,
-            extra_meta_data={'rng_seed': seed, 'search_seed': base_seed}, stop=stop,
+            extra_meta_data={'rng_seed': seed, 'search_seed': base_seed, **self.version_meta_data, **host},
+            stop=stop,
         )
         result = TrialResult(trial=trial, trial_dir=trial_dir, status=FAILED, rng_seed=seed,
                              hyperparameters=dict(hparams._asdict()) if hparams is not None else None,
-                             global_batch_size=self.global_batch_size, batch_size_asked_as=self.batch_size_asked_as)
+                             global_batch_size=self.global_batch_size, batch_size_asked_as=self.batch_size_asked_as,
+                             torch_num_threads=self.num_threads, load_average_start=load_start)
         start = time.monotonic()
-        workload = registry.get_workload(cfg.workload, **_workload_kwargs(cfg, runtime))
+        workload = registry.get_workload(cfg.workload, cfg.benchmark_version, **_workload_kwargs(cfg, runtime))
         rng, _ = prng.split(prng.PRNGKey(seed), 2)
         outcome, error, checkpoint = run_trial(workload, self.submission, hparams, rng, setup)
         for field in dataclasses.fields(outcome):
             setattr(result, field.name, getattr(outcome, field.name))
         result.wall_time_sec = time.monotonic() - start
+        result.load_average_end = runtime_lib.load_average()
+        self._last_end_warned = not busy_start and self._warn_if_busy(f'trial_{trial} end', result.load_average_end)
         published = group_broken = False
         if error is not None:
             result.error, published = self._record_failure(trial, error)
@@ -374,3 +435,19 @@ def _describe(r: TrialResult, spec) -> str:
     if r.error:
         line += f'; error: {r.error}'
     return line
+
+
+def _cell(value: Optional[float]) -> str:
+    return '-' if value is None else f'{value:,.2f}'
+
+
+def results_table(results: List[TrialResult], error_width: int = 60) -> str:
+    """The end-of-run table: one row per trial of this invocation (errors shortened; result.json has them)."""
+    lines = [f'{"trial":<7}{"status":<18}{"steps":>8}{"submission s":>14}{"to target s":>13}  error']
+    for r in results:
+        error = ' '.join((r.error or '').split())
+        if len(error) > error_width:
+            error = error[:error_width - 1] + '…'
+        lines.append(f'{r.trial:<7}{r.status:<18}{r.global_step:>8,}{_cell(r.accumulated_submission_time):>14}'
+                     f'{_cell(r.time_to_validation_target):>13}  {error}'.rstrip())
+    return '\n'.join(lines)

@@ -185,6 +185,10 @@ class MetricLogger:
     def __init__(self, csv_path: str, eval_csv_path: str, is_main: bool = True) -> None:
         self._is_main = is_main
         self._pending = []
+        # Experiment trackers (algoperf/tracking.py) get every written row at the next flush:
+        # rows a submission logs inside update_params reach TensorBoard/W&B off the clock.
+        self.trackers = []
+        self._tracked = []
         self.csv = CsvLog(csv_path)
         self.eval_csv = CsvLog(eval_csv_path, durable=True)
 
@@ -204,19 +208,38 @@ class MetricLogger:
         if not is_eval and any(_is_tensor(v) for v in metrics.values()):
             self._pending.append(dict(metrics))
             return
-        self.flush()
+        self._write_pending()
         self.csv.append(metrics)
+        if self.trackers:
+            self._tracked.append(dict(metrics))
         if is_eval:
             self.eval_csv.append(metrics)
+            self._flush_trackers()
 
     def flush(self) -> None:
-        """Write queued rows, reading their tensors (host syncs: call off the clock)."""
+        """Write queued rows, reading their tensors, and feed the trackers (call off the clock)."""
+        self._write_pending()
+        self._flush_trackers()
+
+    def _write_pending(self) -> None:
         pending, self._pending = self._pending, []
         for row in pending:
-            self.csv.append({k: (v.item() if _is_tensor(v) else v) for k, v in row.items()})
+            row = {k: (v.item() if _is_tensor(v) else v) for k, v in row.items()}
+            self.csv.append(row)
+            if self.trackers:
+                self._tracked.append(row)
+
+    def _flush_trackers(self) -> None:
+        rows, self._tracked = self._tracked, []
+        for row in rows:
+            for tracker in self.trackers:
+                tracker.log_row(row)
 
     def finish(self) -> None:
         self.flush()
+        for tracker in self.trackers:
+            tracker.close()
+        self.trackers = []
 
 
 def set_up_loggers(train_dir: str, is_main: bool = True) -> MetricLogger:

@@ -173,16 +173,22 @@ def get_workload_class(name: str) -> type:
     return cls
 
 
-def get_workload(name: str, **kwargs: Any):
+def get_workload(name: str, benchmark_version: Optional[str] = None, **kwargs: Any):
     """A ready `Workload` instance for a registered name.
 
     Args:
       name: registry name, e.g. 'mnist' or 'wmt_post_ln'.
+      benchmark_version: apply that version's budget, eval period and step hint
+        (`algoperf.benchmark_versions`); None keeps the spec as registered.
       **kwargs: passed to the workload constructor (e.g. `runtime=`,
         `tokenizer_vocab_path=` for LibriSpeech).
     """
     workload = get_workload_class(name)(**kwargs)
     spec = get_spec(name)
+    if benchmark_version is not None:
+        from algoperf import benchmark_versions  # noqa: PLC0415
+
+        spec = benchmark_versions.apply(spec, benchmark_version)
     # A class may serve several specs (variants defined as data, `register`ed specs).
     if getattr(type(workload), 'workload_spec', spec) is not spec:
         workload.workload_spec = spec

@@ -42,7 +42,7 @@ from algoperf import checkpoint_utils, logger_utils, spec
 from algoperf import random_utils as prng
 from algoperf.config import RunConfig
 from algoperf.profiler import Profiler
-from algoperf.progress import Progress
+from algoperf.progress import Progress, eval_summary
 from algoperf.runtime import Runtime, is_communication_error
 from algoperf.submission import Submission
 from algoperf.timing import Clock
@@ -158,7 +158,9 @@ class _Trial:
         self.rng = rng
         self.s = setup
         self.cfg = setup.config
-        self.budget = workload.max_allowed_runtime_sec * (1.5 if self.cfg.is_self_tuning else 1.0)
+        # Self-tuning: 1.5x (3x under --benchmark_version=0.5), from the versioned spec.
+        factor = getattr(getattr(workload, 'workload_spec', None), 'self_tuning_budget_factor', 1.5)
+        self.budget = workload.max_allowed_runtime_sec * (factor if self.cfg.is_self_tuning else 1.0)
         self.is_main = setup.runtime.is_main
         self.logger: Optional[logger_utils.MetricLogger] = None
         self.status: Optional[str] = None
@@ -234,7 +236,22 @@ class _Trial:
         meta = logger_utils.get_meta_data(self.workload, **self.s.extra_meta_data)
         logger_utils.write_json(os.path.join(trial_dir, f'meta_data_{self.preemption_count}.json'), meta, is_main=self.is_main)
         logger_utils.write_json(os.path.join(trial_dir, f'flags_{self.preemption_count}.json'), self.cfg.as_flags(), is_main=self.is_main)
+        if self.is_main:
+            self.logger.trackers = self._make_trackers(trial_dir)
         self.workload.attach_metrics_logger(self.logger)
+
+    def _make_trackers(self, trial_dir: str) -> list:
+        """TensorBoard / W&B for this trial (rank 0); fed by the logger, off the clock."""
+        from algoperf import tracking  # noqa: PLC0415
+
+        cfg = self.cfg
+        workload_name = os.path.basename(os.path.dirname(os.path.abspath(trial_dir)))
+        group = '/'.join(p for p in (cfg.experiment_name, workload_name) if p)
+        run_config = {'flags': cfg.as_flags(), 'hyperparameters': dict(self.hp._asdict()) if self.hp is not None else None}
+        return tracking.make_trackers(
+            trial_dir=trial_dir, use_tensorboard=cfg.use_tensorboard, use_wandb=cfg.use_wandb, group=group,
+            name=os.path.basename(trial_dir), run_config=run_config,
+            resumed_step=self.global_step + 1 if self.preemption_count else None)
 
     # ---- the step loop -------------------------------------------------------------------------
     def _goals_reached(self) -> bool:
@@ -378,8 +395,11 @@ class _Trial:
         metric = f'validation/{wl.target_metric_name}'
         if metric in result:
             self.s.progress.last_metric = f'{metric} {result[metric]:.4g} (target {wl.validation_target_value})'
-        _log.info('Step %d, %.1fs submission time: %s', self.global_step, ts['accumulated_submission_time'],
-                  {k: round(v, 5) if isinstance(v, float) else v for k, v in result.items()})
+        # One short line per eval; the full dict is in eval_measurements.csv and at DEBUG.
+        _log.info('%s', eval_summary(self.global_step, metric, result.get(metric), wl.validation_target_value,
+                                     ts['validation_goal_reached'], ts['accumulated_submission_time'], self.budget))
+        _log.debug('Step %d, %.1fs submission time: %s', self.global_step, ts['accumulated_submission_time'],
+                   {k: round(v, 5) if isinstance(v, float) else v for k, v in result.items()})
         logging_start = clock.now()
         if self.logger is not None:
             self.logger.append_scalar_metrics(result, global_step=self.global_step,

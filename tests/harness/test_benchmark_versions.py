@@ -102,3 +102,37 @@ def test_list_shows_the_version_in_force(capsys):
     assert cli.main(['list', '--kind=base', '--benchmark_version=0.6', '--json']) == 0
     rows = {r['name']: r for r in json.loads(capsys.readouterr().out)}
     assert rows['wmt']['budget_sec'] == 43336 and rows['finewebedu_lm']['scored'] == 'no'
+
+
+@pytest.mark.parametrize('version,budget,period,factor', [('1.0', 11303, 452, 1.5), ('0.6', 12011, 240, 1.5),
+                                                          ('0.5', 18477, 240, 3.0)])
+def test_workload_instances_take_the_versions_rules(version, budget, period, factor):
+    w = registry.get_workload('ogbg', benchmark_version=version)
+    assert (w.max_allowed_runtime_sec, w.eval_period_time_sec) == (budget, period)
+    assert w.workload_spec.runtime_budget_sec('self') == factor * budget
+    assert registry.get_workload('ogbg_gelu', benchmark_version=version).eval_period_time_sec == period
+
+
+def test_a_run_records_the_version_and_matmul_policy(tmp_path):
+    argv = ['run', '--workload=digits', '--submission_path=submissions/baselines/nadamw/submission.py',
+            '--tuning_ruleset=self', f'--experiment_dir={tmp_path}', '--experiment_name=v', '--noprogress',
+            '--max_global_steps=2', '--benchmark_version=0.6', '--nouse_tensorboard']
+    assert cli.main(argv) == 0
+    trial = tmp_path / 'v' / 'digits_pytorch' / 'trial_1'
+    meta = json.loads((trial / 'meta_data_0.json').read_text())
+    assert meta['benchmark_version'] == '0.6' and meta['benchmark_hardware'].startswith('8x NVIDIA V100')
+    assert meta['tf32_matmul'] is False  # CPU: TF32 is a GPU format.
+    assert json.loads((trial / 'flags_0.json').read_text())['benchmark_version'] == '0.6'
+
+
+def test_tf32_is_set_on_cuda_for_v1_only(monkeypatch):
+    import torch
+
+    from algoperf import precision
+
+    monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', False)
+    cuda = torch.device('cuda')
+    assert precision.apply(bv.get('1.0'), cuda)['tf32_matmul'] is True
+    assert torch.backends.cuda.matmul.allow_tf32 is True
+    assert precision.apply(bv.get('0.6'), cuda)['tf32_matmul'] is False
+    assert torch.backends.cuda.matmul.allow_tf32 is False
