@@ -107,7 +107,7 @@ def sbatch_script(config: SweepConfig, jobs: Sequence[Job], jobs_file: str, opts
     lines += [
         '',
         f'cd {shlex.quote(os.getcwd())}',
-        'echo "[sweep] array task ${SLURM_ARRAY_TASK_ID} start ${SLURM_RESTART_COUNT:-0} on $(hostname)"',
+        'echo "[sweep] array task ${SLURM_ARRAY_TASK_ID} start ${SLURM_RESTART_COUNT:-0} on $(hostname) at $(date +%s.%N)"',
         'exec ' + ' '.join(shlex.quote(a) for a in task) + ' --index="${SLURM_ARRAY_TASK_ID}"',
         '',
     ]

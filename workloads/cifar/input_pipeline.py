@@ -41,6 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from algoperf.errors import DataError
+
 SUBDIR = 'cifar-10-batches-py'
 TRAIN_FILES = tuple(f'data_batch_{i}' for i in range(1, 6))
 TEST_FILE = 'test_batch'
@@ -68,26 +70,60 @@ def missing_files(data_dir: str) -> list[str]:
     ]
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, bytes and numpy arrays, and refuses every other global.
+
+    A plain `pickle.load` runs whatever callable a file names (`os.system` included);
+    the CIFAR-10 batches need only numpy's array reconstructors (protocol 2, as the
+    published files, and protocol 5's buffer form).
+    """
+
+    _ALLOWED = frozenset(
+        {
+            ('numpy.core.multiarray', '_reconstruct'),
+            ('numpy._core.multiarray', '_reconstruct'),
+            ('numpy.core.numeric', '_frombuffer'),
+            ('numpy._core.numeric', '_frombuffer'),
+            ('numpy', 'ndarray'),
+            ('numpy', 'dtype'),
+            (
+                '_codecs',
+                'encode',
+            ),  # Protocol 2 from Python 3 writes bytes as encode(str, 'latin1').
+        }
+    )
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f'refusing to load {module}.{name} (only numpy arrays)')
+
+
 def load_batch_file(path: str) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 [N, 3, 32, 32], int64 [N]) from one pickled CIFAR-10 batch file."""
     with open(path, 'rb') as f:
         try:
-            entry = pickle.load(f, encoding='bytes')
+            entry = _ArrayUnpickler(f, encoding='bytes').load()
         except Exception as e:
-            raise ValueError(f'cifar: {path} is not a CIFAR-10 python batch file ({e}).') from e
+            raise DataError(f'cifar: {path} is not a CIFAR-10 python batch file ({e}).') from e
     get = lambda key: entry.get(key.encode(), entry.get(key)) if isinstance(entry, dict) else None
     data, labels = get('data'), get('labels')
     if data is None or labels is None:
-        raise ValueError(f"cifar: {path} has no 'data' and 'labels' entries.")
+        raise DataError(f"cifar: {path} has no 'data' and 'labels' entries.")
     data = np.asarray(data)
-    labels = np.asarray(labels, dtype=np.int64)
+    try:
+        labels = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError) as e:
+        raise DataError(f'cifar: {path}: labels are not integers ({e}).') from e
+    if labels.ndim != 1 or (len(labels) and (labels.min() < 0 or labels.max() >= 10)):
+        raise DataError(f'cifar: {path}: labels must be a list of class ids 0..9.')
     if (
         data.dtype != np.uint8
         or data.ndim != 2
         or data.shape[1] != 3 * 32 * 32
         or len(data) != len(labels)
     ):
-        raise ValueError(
+        raise DataError(
             f'cifar: {path}: expected uint8 data [N, 3072] and N labels, got '
             f'{data.dtype} {list(data.shape)} and {len(labels)} labels.'
         )
@@ -109,7 +145,7 @@ def split_indices(
     if split == 'test':
         return np.arange(total)
     if total != num_train + num_validation:
-        raise ValueError(
+        raise DataError(
             f'cifar: the train files hold {total} images; expected {num_train} train + '
             f'{num_validation} validation.'
         )

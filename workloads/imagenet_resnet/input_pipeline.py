@@ -3,7 +3,13 @@
 Layout, as upstream's PyTorch side reads it with torchvision's `ImageFolder` (spec §6.3):
 ``<data_dir>/train/<wnid>/*.JPEG`` and ``<data_dir>/val/<wnid>/*.JPEG`` (the validation
 images sorted into class folders, e.g. with the usual `valprep.sh`); labels are the
-indices of the sorted class folder names, files are sorted within a class. The test split
+indices of the sorted class folder names, files are sorted within a class. Unlike
+`ImageFolder`, which labels each split by its own folders, both splits take their labels
+from the union of the wnid folders of ``train/`` and ``val/`` (with 1,000 or more, it must
+be ImageNet-1k's published list, `wnids.json`), so a folder missing from one split cannot
+shift the other's labels; a folder that is not a wnid (``lost+found``) or holds no image,
+and a folder reached twice through symlinks, are refused with the path (`DataError`),
+never skipped or given a label. The test split
 is ImageNet-v2 matched-frequency as published (``imagenetv2-matched-frequency-format-val/
 <class index>/<hash>.jpeg``, 10,000 images; folder names are the label), passed as
 ``--imagenet_v2_data_dir``.
@@ -22,16 +28,23 @@ of workers gives the same batches) and of the pipeline seed in DALI's.
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
+from algoperf.errors import DataError
+
 # torchvision's IMG_EXTENSIONS, matched case-insensitively as ImageFolder does.
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 LAYOUT = '<data_dir>/train/<wnid>/*.JPEG and <data_dir>/val/<wnid>/*.JPEG'
+NUM_CLASSES = 1000
+WNIDS_FILE = 'wnids.json'  # ImageNet-1k's wnids, sorted (`published_wnids`).
+WNID_PATTERN = re.compile(r'n\d{8}')
 V2_LAYOUT = (
     '<imagenet_v2_data_dir>/<class index 0..999>/*.jpeg (imagenetv2-matched-frequency-format-val)'
 )
@@ -48,42 +61,135 @@ class ImageList:
         return len(self.paths)
 
 
-def _class_files(class_dir: str) -> list[str]:
+def published_wnids() -> tuple[str, ...]:
+    """ImageNet-1k's 1,000 WordNet ids, sorted: position = upstream's class index.
+
+    `wnids.json` beside this file holds the ILSVRC-2012 synsets as the devkit lists them
+    (the same list as timm's `imagenet_synsets.txt` and Kaggle's `LOC_synset_mapping.txt`;
+    n01440764 tench is 0, n02123045 tabby 281, n15075141 toilet tissue 999).
+    """
+    with open(os.path.join(os.path.dirname(__file__), WNIDS_FILE)) as f:
+        return tuple(json.load(f))
+
+
+def _raise_listing_error(e: OSError) -> None:
+    raise DataError(f'{e.filename}: cannot list folder ({e.strerror})') from e
+
+
+def _folder_identity(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _class_files(class_dir: str, seen: dict[tuple[int, int], str]) -> list[str]:
+    """ImageFolder's files of one class: sorted by folder, then by name.
+
+    Symlinked folders are followed (as `ImageFolder`'s `os.walk(followlinks=True)`), but a
+    folder reached a second time, through a loop (`a/loop -> ..`: 4 images became 164
+    before this check) or through another class's link, is refused: `seen` maps every
+    folder of the split walked so far to the path it was first reached by.
+    """
+    seen.setdefault(_folder_identity(class_dir), class_dir)
     found = []
-    for root, _, files in sorted(os.walk(class_dir, followlinks=True)):
-        found += [
-            os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)
-        ]
-    return found
+    for root, dirs, files in os.walk(class_dir, onerror=_raise_listing_error, followlinks=True):
+        for d in dirs:
+            path = os.path.join(root, d)
+            first = seen.setdefault(_folder_identity(path), path)
+            if first != path:
+                raise DataError(
+                    f'{path}: reaches the folder {first} a second time (a symlink loop or a '
+                    'duplicate); remove the link, each image must be listed once'
+                )
+        found.append((root, sorted(f for f in files if f.lower().endswith(IMAGE_EXTENSIONS))))
+    return [os.path.join(root, f) for root, files in sorted(found) for f in files]
 
 
-def list_image_folder(root: str, int_class_names: bool = False) -> ImageList:
+def _class_folders(root: str, int_class_names: bool) -> list[str]:
+    """The class folder names directly under `root`; a name that cannot be a class is refused.
+
+    A stray folder (`lost+found`, `.ipynb_checkpoints`, a misspelt wnid) is refused rather
+    than ignored: as a class it would take a label index and shift every later class by
+    one relative to the other split, and skipping it silently could hide a real class
+    under a wrong name.
+    """
+    try:
+        names = sorted(e.name for e in os.scandir(root) if e.is_dir())
+    except OSError as e:
+        _raise_listing_error(e)
+    for name in names:
+        if int_class_names and not name.isdigit():
+            raise DataError(
+                f'{root}: class folder {name!r} is not an integer label; expected {V2_LAYOUT}'
+            )
+        if not int_class_names and not WNID_PATTERN.fullmatch(name):
+            raise DataError(
+                f'{os.path.join(root, name)}: not a class folder (WordNet id n########); move '
+                f'it out of {root}, it would take a label index; expected {LAYOUT}'
+            )
+    return sorted(names, key=int) if int_class_names else names
+
+
+def class_names(data_dir: str) -> list[str]:
+    """The labels of train and val: the sorted union of the wnid folders both splits hold.
+
+    One list for both splits, so a class missing from one split cannot shift the other's
+    labels. When the union has 1,000 or more folders it must be ImageNet's published
+    1,000 (`published_wnids`): a different set would give the model labels that mean
+    other classes, or indices past its 1,000 outputs.
+    """
+    names: set[str] = set()
+    for sub in ('train', 'val'):
+        root = os.path.join(data_dir, sub)
+        if os.path.isdir(root):
+            names.update(_class_folders(root, int_class_names=False))
+    if len(names) >= NUM_CLASSES:
+        published = set(published_wnids())
+        unknown = sorted(names - published)
+        if unknown:
+            where = [sub for sub in ('train', 'val')
+                     if os.path.isdir(os.path.join(data_dir, sub, unknown[0]))]  # fmt: skip
+            raise DataError(
+                f"{os.path.join(data_dir, where[0], unknown[0])}: not one of ImageNet-1k's "
+                f'{NUM_CLASSES} published wnids ({len(names)} class folders in train/ and val/ '
+                f'together, {len(unknown)} unknown); expected {LAYOUT}'
+            )
+    return sorted(names)
+
+
+def list_image_folder(
+    root: str, int_class_names: bool = False, classes: list[str] | None = None
+) -> ImageList:
     """`ImageFolder`'s samples: sorted class folders -> labels 0.., sorted files within each.
 
     Args:
       root: the split's folder.
       int_class_names: folder names are the labels themselves (ImageNet-v2's layout).
+      classes: the label list (`class_names`: both splits' union); default the folders
+        of `root`.
 
     Raises:
       FileNotFoundError: naming `root` when it is missing or holds no images.
+      DataError: naming a stray or empty class folder, or a folder reached twice
+        through symlinks.
     """
     if not os.path.isdir(root):
         raise FileNotFoundError(
             f'{root}: directory not found; expected {V2_LAYOUT if int_class_names else LAYOUT}'
         )
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
-    if int_class_names:
-        bad = [c for c in classes if not c.isdigit()]
-        if bad:
-            raise ValueError(
-                f'{root}: class folder {bad[0]!r} is not an integer label; expected {V2_LAYOUT}'
+    folders = _class_folders(root, int_class_names)
+    index = {name: i for i, name in enumerate(folders if classes is None else classes)}
+    paths, labels, seen = [], [], {}
+    for name in folders:
+        class_dir = os.path.join(root, name)
+        files = _class_files(class_dir, seen)
+        if not files:
+            # torchvision's ImageFolder refuses an empty class too ("Found no valid file").
+            raise DataError(
+                f'{class_dir}: class folder holds no images ({", ".join(IMAGE_EXTENSIONS)}); '
+                'remove it or fill it'
             )
-        classes = sorted(classes, key=int)
-    paths, labels = [], []
-    for index, name in enumerate(classes):
-        files = _class_files(os.path.join(root, name))
         paths += files
-        labels += [int(name) if int_class_names else index] * len(files)
+        labels += [int(name) if int_class_names else index[name]] * len(files)
     if not paths:
         raise FileNotFoundError(
             f'{root}: no images found; expected {V2_LAYOUT if int_class_names else LAYOUT}'
@@ -95,7 +201,8 @@ def split_images(split: str, data_dir: str, imagenet_v2_data_dir: str | None = N
     if split == 'test':
         return list_image_folder(imagenet_v2_data_dir or data_dir, int_class_names=True)
     return list_image_folder(
-        os.path.join(data_dir, 'train' if split in ('train', 'eval_train') else 'val')
+        os.path.join(data_dir, 'train' if split in ('train', 'eval_train') else 'val'),
+        classes=class_names(data_dir),
     )
 
 

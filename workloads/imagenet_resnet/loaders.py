@@ -10,18 +10,26 @@ antialiased linear interpolation; the PIL path crops and resizes the whole decod
 Their crop windows follow the same distribution (area ~ U(0.08, 1), log aspect uniform in
 [3/4, 4/3], 10 tries then a centre fallback), but not the same draws, and their resampling
 filters differ in the last bits, so batches are equal in distribution, not in value.
+
+An image either backend cannot read or decode ends the stream with a `DataError`
+naming the file (PIL: from the worker, intact; DALI: found among the batches in flight).
 """
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
+from algoperf.errors import DataError
 from workloads.imagenet_resnet import randaugment, transforms
 from workloads.imagenet_resnet.input_pipeline import ImageList
+
+_DALI_PREFETCH = 2  # DALI's prefetch_queue_depth: batches decoded ahead of the consumer.
 
 
 def dali_available() -> bool:
@@ -33,6 +41,28 @@ def dali_available() -> bool:
 
 
 # ---- reference: torch DataLoader + PIL ---------------------------------------------------------
+# Errors PIL raises for a file that is not a decodable image (truncated, corrupt, not an
+# image, or past PIL's decompression-bomb limit); anything else is a bug and propagates.
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+@dataclass(frozen=True)
+class _DecodeFailure:
+    """Stands in for a batch whose image could not be decoded; raised in the main process.
+
+    An exception raised in a DataLoader worker reaches the main process as a new exception
+    whose message is the worker's whole traceback, so the one line naming the file would
+    be buried; a returned value keeps it intact.
+    """
+
+    message: str
+
+
+def _decode_rgb(path: str) -> Image.Image:
+    with Image.open(path) as f:
+        return f.convert('RGB')  # ImageFolder's loader: grey and CMYK JPEGs become RGB.
+
+
 class _PilSamples(torch.utils.data.Dataset):
     """Item (epoch, index) -> (normalised CHW image, label); its randomness is keyed by both."""
 
@@ -46,16 +76,33 @@ class _PilSamples(torch.utils.data.Dataset):
         epoch, index = key
         path = self.images.paths[index]
         try:
-            with Image.open(path) as f:
-                img = f.convert('RGB')  # ImageFolder's loader: grey and CMYK JPEGs become RGB.
-        except OSError as e:
-            raise OSError(f'{path}: cannot decode image ({e})') from e
+            img = _decode_rgb(path)
+        except _DECODE_ERRORS as e:
+            return _DecodeFailure(f'{path}: cannot decode image ({type(e).__name__}: {e})')
         if self.train:
             rng = np.random.default_rng([self.seed, epoch, index])
             img = transforms.train_image(img, rng, self.randaugment)
         else:
             img = transforms.eval_image(img)
         return transforms.to_normalized_chw(img), int(self.images.labels[index])
+
+
+def _collate(samples):
+    """default_collate, unless a sample failed to decode: then that failure is the batch."""
+    for sample in samples:
+        if isinstance(sample, _DecodeFailure):
+            return sample
+    return torch.utils.data.default_collate(samples)
+
+
+def first_undecodable(paths) -> str | None:
+    """The message naming the first of `paths` PIL cannot decode, or None if all decode."""
+    for path in paths:
+        try:
+            _decode_rgb(path)
+        except _DECODE_ERRORS as e:
+            return f'{path}: cannot decode image ({type(e).__name__}: {e})'
+    return None
 
 
 def pil_batches(
@@ -77,27 +124,42 @@ def pil_batches(
         pin_memory=pin_memory,
         persistent_workers=False,
         prefetch_factor=2 if num_workers else None,
+        collate_fn=_collate,
     )
-    yield from loader
+    for batch in loader:
+        if isinstance(batch, _DecodeFailure):
+            raise DataError(batch.message)
+        yield batch
 
 
 # ---- fast path: DALI ---------------------------------------------------------------------------
 class _EncodedSource:
-    """DALI external source: the plan's files as raw bytes (decoding happens in DALI)."""
+    """DALI external source: the plan's files as raw bytes (decoding happens in DALI).
+
+    Keeps the paths of the last few batches it handed out: DALI runs up to
+    `prefetch_queue_depth` (2) batches ahead and its decode errors name no file, so on an
+    error these are the candidates (`dali_batches` finds the bad one with PIL). A read
+    error is kept in `failure` because DALI re-raises callback errors as its own.
+    """
 
     def __init__(self, images: ImageList, plan: Iterator[tuple[int, np.ndarray]]):
         self.images, self.plan = images, plan
+        self.recent: collections.deque[list[str]] = collections.deque(maxlen=_DALI_PREFETCH + 2)
+        self.failure: Exception | None = None
 
     def __call__(self, info=None):
         _, indices = next(self.plan)  # StopIteration ends the DALI epoch.
-        files, labels = [], []
+        files, labels, paths = [], [], []
         for i in indices:
             path = self.images.paths[int(i)]
             try:
                 files.append(np.fromfile(path, dtype=np.uint8))
             except OSError as e:
-                raise OSError(f'{path}: cannot read image ({e})') from e
+                self.failure = DataError(f'{path}: cannot read image ({e.strerror or e})')
+                raise self.failure from e
+            paths.append(path)
             labels.append(np.array(self.images.labels[int(i)], dtype=np.int64))
+        self.recent.append(paths)
         return files, labels
 
 
@@ -119,7 +181,7 @@ def build_dali_pipeline(
     std = [s for s in transforms.STDDEV_RGB]
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id, seed=seed,
-                  prefetch_queue_depth=2, exec_dynamic=True, enable_conditionals=True)  # fmt: skip
+                  prefetch_queue_depth=_DALI_PREFETCH, exec_dynamic=True, enable_conditionals=True)  # fmt: skip
     def pipeline():
         jpegs, labels = fn.external_source(
             source=source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT64]
@@ -188,13 +250,35 @@ def dali_batches(
     """The fast path; ends when the plan does."""
     device = device or torch.device('cpu')
     device_id = (device.index or 0) if device.type == 'cuda' else None
-    pipe = build_dali_pipeline(
-        _EncodedSource(images, plan), batch_size, train, seed, num_threads, device_id, use_randaug
-    )
+    source = _EncodedSource(images, plan)
+    pipe = build_dali_pipeline(source, batch_size, train, seed, num_threads, device_id, use_randaug)
     pipe.build()
     while True:
         try:
             inputs, labels = pipe.run()
         except StopIteration:
             return
+        except Exception as e:
+            named = _named_dali_error(source, e)
+            if named is e:
+                raise
+            raise named from e
         yield _to_torch(inputs, device), _to_torch(labels, device).reshape(-1)
+
+
+def _named_dali_error(source: _EncodedSource, error: Exception) -> Exception:
+    """The error to raise for a failed DALI batch: one naming the file where one is to blame.
+
+    DALI says which operator failed ("Error in thread 0: nvJPEG ..."), not which image:
+    the source's recent files are decoded with PIL and the first that fails is named. If
+    they all decode (DALI failed for another reason, e.g. memory), DALI's error stands.
+    """
+    if source.failure is not None:
+        return source.failure
+    if not isinstance(error, RuntimeError):
+        return error
+    message = first_undecodable(path for batch in source.recent for path in batch)
+    if message is None:
+        return error
+    dali_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return DataError(f'{message}; DALI: {dali_line[:200]}')

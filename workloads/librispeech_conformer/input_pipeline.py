@@ -9,7 +9,7 @@ writes it (and `algoperf data librispeech` here, see `convert.py`)::
     <data_dir>/spm_model.vocab                  SentencePiece model (binary, despite the name)
     <data_dir>/<subset>.csv                     pandas index + column `id`
     <data_dir>/<subset>/<id>_audio.npy          int64 16-bit PCM samples, <= 320,000
-    <data_dir>/<subset>/<id>_targets.npy        int32 token ids (EOS-terminated)
+    <data_dir>/<subset>/<id>_targets.npy        int32 token ids (EOS-terminated), < 1024
 
 Kept from upstream:
     * Splits: train and eval_train = train-clean-100 + train-clean-360 + train-other-500
@@ -51,9 +51,13 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from algoperf.data_io import check_dtype
+from algoperf.errors import DataError
+
 MAX_INPUT_LENGTH = 320_000  # Samples: 20 s at 16 kHz.
 MAX_TARGET_LENGTH = 256  # Token ids.
 MAX_TRANSCRIPT_CHARS = 256  # Upstream's preprocessing limit (characters, not tokens).
+VOCAB_SIZE = 1024  # The models' outputs: target ids must be below it.
 TOKENIZER_FILE = 'spm_model.vocab'
 TRAIN_SUBSETS = ('train-clean-100', 'train-clean-360', 'train-other-500')
 SUBSETS = TRAIN_SUBSETS + ('dev-clean', 'dev-other', 'test-clean')
@@ -76,14 +80,20 @@ def read_subset_ids(data_dir: str, subset: str) -> list[str]:
     """'<subset>/<id>' of every example in `<data_dir>/<subset>.csv` (column 1, as upstream)."""
     path = os.path.join(data_dir, f'{subset}.csv')
     try:
-        with open(path, newline='') as f:
+        with open(path, newline='', encoding='utf-8') as f:
             rows = list(csv.reader(f))
     except FileNotFoundError:
         raise FileNotFoundError(
             f'--data_dir={data_dir}: {path} not found; expected {LAYOUT}'
         ) from None
+    except (UnicodeDecodeError, csv.Error) as e:  # A binary file: neither names the path.
+        raise DataError(f'{path}: not a UTF-8 CSV text file ({e})') from e
     if not rows or len(rows[0]) < 2 or rows[0][1] != 'id':
-        raise ValueError(f'{path}: expected a header ",id" (pandas `to_csv` of column `id`)')
+        raise DataError(f'{path}: expected a header ",id" (pandas `to_csv` of column `id`)')
+    for line, row in enumerate(rows[1:], 2):
+        # An id names two files in <subset>/: no separator, no way out of the folder.
+        if len(row) < 2 or not row[1] or os.sep in row[1] or row[1].startswith('.'):
+            raise DataError(f'{path}:{line}: expected "<index>,<utterance id>", got {row!r}')
     return [f'{subset}/{row[1]}' for row in rows[1:]]
 
 
@@ -98,31 +108,57 @@ def split_ids(data_dir: str, split: str) -> list[str]:
 
 
 def validate(data_dir: str) -> None:
-    """Cheap layout check: tokenizer, every CSV, every subset directory."""
+    """Cheap layout check: tokenizer, every CSV, every subset directory, and the first
+    example of each subset (dtype, shape, range): a converter's systematic mistake
+    (float audio, another vocabulary) shows before any log is written. Every other
+    example is checked as it is read (`load_example`)."""
     tokenizer = os.path.join(data_dir, TOKENIZER_FILE)
     if not os.path.isfile(tokenizer):
         raise FileNotFoundError(f'--data_dir={data_dir}: {tokenizer} not found; expected {LAYOUT}')
     for subset in SUBSETS:
-        read_subset_ids(data_dir, subset)
+        ids = read_subset_ids(data_dir, subset)
         if not os.path.isdir(os.path.join(data_dir, subset)):
             raise FileNotFoundError(
                 f'--data_dir={data_dir}: {subset}/ not found; expected {LAYOUT}'
             )
+        if ids:
+            load_example(data_dir, ids[0])
+
+
+# Per kind of file: (longest, dtype description, lowest and one past the highest value).
+# Audio is 16-bit PCM whatever integer type stores it (upstream's preprocessing: int64);
+# float audio (e.g. already scaled to [-1, 1]) would train on near-silence. Target ids
+# index the model's VOCAB_SIZE outputs (CTC: one past it fails or is silently wrong).
+_EXAMPLE_FIELDS = {
+    'audio': (MAX_INPUT_LENGTH, 'integer 16-bit PCM samples', -(1 << 15), 1 << 15),
+    'targets': (MAX_TARGET_LENGTH, 'integer token ids', 0, VOCAB_SIZE),
+}
 
 
 def load_example(data_dir: str, example_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """(audio [T], targets [L]) as stored; ValueError naming the file if unusable."""
+    """(audio [T], targets [L]) as stored, after checking dtype, shape and value range.
+
+    Raises:
+      FileNotFoundError: a file the CSV lists is missing.
+      DataError: naming the file and what is wrong with it.
+    """
     arrays = []
-    for kind, limit in (('audio', MAX_INPUT_LENGTH), ('targets', MAX_TARGET_LENGTH)):
+    for kind, (limit, dtype, low, high) in _EXAMPLE_FIELDS.items():
         path = os.path.join(data_dir, f'{example_id}_{kind}.npy')
         try:
             a = np.load(path)
         except FileNotFoundError:
             raise FileNotFoundError(f'{path}: not found (listed in the subset CSV)') from None
         except (OSError, ValueError) as e:
-            raise ValueError(f'{path}: unreadable ({e})') from e
+            raise DataError(f'{path}: unreadable ({e})') from e
+        check_dtype(a, 'iu', path, kind, dtype)
         if a.ndim != 1 or a.shape[0] > limit:
-            raise ValueError(f'{path}: shape {a.shape}, expected one dimension of at most {limit}')
+            raise DataError(
+                f'{path}: {kind} shape {a.shape}, expected one dimension of at most {limit}'
+            )
+        if a.size and (a.min() < low or a.max() >= high):
+            bad = a[(a < low) | (a >= high)][0]
+            raise DataError(f'{path}: {kind} holds {bad}, outside [{low}, {high})')
         arrays.append(a)
     return arrays[0], arrays[1]
 
@@ -258,7 +294,7 @@ def load_tokenizer(path: str):
     try:
         return spm.SentencePieceProcessor(model_file=path)
     except (OSError, RuntimeError) as e:
-        raise ValueError(f'{path}: not a SentencePiece model ({e})') from e
+        raise DataError(f'{path}: not a SentencePiece model ({e})') from e
 
 
 class Detokenizer:

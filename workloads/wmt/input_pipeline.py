@@ -59,7 +59,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from algoperf.data_io import read_format_file
+from algoperf.data_io import check_dtype, check_range, read_format_file
+from algoperf.errors import DataError
 
 DATASET_DIR = 'wmt_de_en'
 VOCAB_FILE = 'wmt_sentencepiece_model'  # Upstream's name, directly under data_dir.
@@ -70,6 +71,7 @@ KEYS = ('inputs', 'targets')  # German, English.
 MAX_LENGTH = 256  # Filter length, packed row length and eval padding.
 PACK_CHUNK = 256  # Upstream's padded_batch size before packing (= max length).
 EOS_ID = 2
+VOCAB_SIZE = 32_000  # The model's embedding rows: every token id must be below it.
 _SCAN_CHUNK = 1 << 24  # Tokens per pass when counting unk (0) ids.
 TRAIN_KEYS = (
     'inputs',
@@ -109,28 +111,40 @@ class TokenSplit:
         self.directory = directory
         self.tokens, self.offsets, self.lengths = {}, {}, {}
         for key in KEYS:
+            tokens_path = os.path.join(directory, f'{key}_tokens.npy')
+            offsets_path = os.path.join(directory, f'{key}_offsets.npy')
             try:
-                tokens = np.load(os.path.join(directory, f'{key}_tokens.npy'), mmap_mode='r')
-                offsets = np.load(os.path.join(directory, f'{key}_offsets.npy'))
+                tokens = np.load(tokens_path, mmap_mode='r')
+                offsets = np.load(offsets_path)
             except (OSError, ValueError) as e:
-                raise ValueError(
+                raise DataError(
                     f'{directory}: unreadable wmt split ({e}); expected {LAYOUT}'
                 ) from e
+            # Float ids would be cast silently into the int64 batches; ids past the
+            # vocabulary fail in the embedding as "index out of range in self".
+            check_dtype(tokens, 'iu', tokens_path, f'{key} tokens', 'integer token ids')
+            check_dtype(offsets, 'iu', offsets_path, f'{key} offsets', 'integer offsets')
+            if tokens.ndim != 1:
+                raise DataError(
+                    f'{tokens_path}: {key} tokens have shape {tokens.shape}, expected one dimension'
+                )
             offsets = offsets.astype(np.int64)
             if (
                 offsets.ndim != 1
                 or len(offsets) < 1
                 or offsets[0] != 0
                 or offsets[-1] != len(tokens)
+                or (np.diff(offsets) < 0).any()
             ):
-                raise ValueError(
-                    f'{directory}/{key}_offsets.npy: does not span {key}_tokens.npy '
+                raise DataError(
+                    f'{offsets_path}: does not span {key}_tokens.npy in order '
                     f'({len(tokens)} tokens); rerun `algoperf data wmt`'
                 )
+            check_range(tokens, 0, VOCAB_SIZE, tokens_path, f'{key} token id')
             self.tokens[key], self.offsets[key] = tokens, offsets
             self.lengths[key] = np.diff(offsets)
         if len(self.lengths['inputs']) != len(self.lengths['targets']):
-            raise ValueError(
+            raise DataError(
                 f'{directory}: {len(self.lengths["inputs"])} inputs but '
                 f'{len(self.lengths["targets"])} targets'
             )
@@ -171,7 +185,7 @@ def read_format(data_dir: str) -> dict:
     if not os.path.exists(vocab):
         raise FileNotFoundError(f'--data_dir={data_dir}: {vocab} not found; expected {LAYOUT}')
     if file_sha256(vocab) != meta.get('vocab_sha256'):
-        raise ValueError(
+        raise DataError(
             f'{vocab}: not the SentencePiece model {os.path.join(data_dir, DATASET_DIR, "format.json")} '
             'was tokenized with; rerun `algoperf data wmt`'
         )
@@ -284,7 +298,7 @@ def train_batches(
     """Endless train batches of this rank: its n = global // world rows of each global batch
     of packed rows. Chunks of PACK_CHUNK examples run across epoch ends (repeat, then pack)."""
     if not len(split.kept):
-        raise ValueError(f'{split.directory}: no sentence pair of at most {MAX_LENGTH} tokens')
+        raise DataError(f'{split.directory}: no sentence pair of at most {MAX_LENGTH} tokens')
     n = global_batch_size // world_size
     mine = slice(rank * n, (rank + 1) * n)
     carry = np.zeros(0, dtype=np.int64)
