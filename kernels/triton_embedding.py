@@ -62,24 +62,8 @@ _PIECE = 256  # most lookups one backward program sums: 16 inner steps
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-@functools.cache
-def _triton_importable() -> bool:
-    try:
-        import triton.language  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _interpret() -> bool:
-    from triton import knobs
-
-    return bool(knobs.runtime.interpret)
-
-
-def available() -> bool:
-    """True if triton imports and CUDA is present or the interpreter is on."""
-    return _triton_importable() and (torch.cuda.is_available() or _interpret())
+# Triton's presence and interpreter mode: one definition for every Triton module of ours.
+from kernels._triton_optim_kernels import _interpret, _triton_importable, available  # noqa: E402, F401
 
 
 @functools.cache

@@ -23,7 +23,7 @@ def test_dry_run_writes_json_and_markdown_for_every_suite(tmp_path):
     assert data['dry_run'] is True
     suites = {r['suite'] for r in data['rows']}
     assert suites == {'copy_bandwidth', 'fused_updates', 'cuda_graph', 'shampoo_roots',
-                      'embedding', 'lm_loss_head'}  # fmt: skip
+                      'embedding', 'lm_loss_head', 'lm_train_step'}  # fmt: skip
     errors = [r for r in data['rows'] if r.get('error')]
     assert not errors, errors
     timed = [r for r in data['rows'] if isinstance(r.get('ms'), float)]

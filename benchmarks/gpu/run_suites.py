@@ -25,6 +25,9 @@ Suites (targets from issue 17):
     embedding        Criteo's 4 x 1,048,576 x 128 table, 26 lookups x batch, fwd+bwd:
                      Triton vs per-chunk index_select/index_add_ vs torch.cat.
     lm_loss_head     kernels.fused_linear_cross_entropy vs its reference, if present.
+    lm_train_step    finewebedu_lm train step (12 layers, batch 8 x 1024, fwd + bwd +
+                     NAdamW): all speed techniques vs upstream's path vs every switch off
+                     (benchmarks/workloads/bench_finewebedu_lm_step.py's gpu_suite_rows).
 """
 
 from __future__ import annotations
@@ -298,6 +301,21 @@ def suite_lm_loss_head(ctx: Ctx) -> list[dict]:
     ]  # fmt: skip
 
 
+def suite_lm_train_step(ctx: Ctx) -> list[dict]:
+    # The pytest suite's own step, sizes and loss checks, loaded by path: `workloads` on
+    # sys.path is the repository's package, not benchmarks/workloads.
+    import importlib.util
+
+    path = os.path.join(ROOT, 'benchmarks', 'workloads', 'bench_finewebedu_lm_step.py')
+    spec = importlib.util.spec_from_file_location('bench_finewebedu_lm_step', path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # Its dataclasses look their module up while defined.
+    spec.loader.exec_module(bench)
+    return bench.gpu_suite_rows(
+        ctx.device, ctx.dry, lambda fn: ctx.time_ms(fn, warmup_ms=200, rep_ms=1000)
+    )
+
+
 SUITES = {
     'copy_bandwidth': suite_copy_bandwidth,
     'fused_updates': suite_fused_updates,
@@ -305,6 +323,7 @@ SUITES = {
     'shampoo_roots': suite_shampoo_roots,
     'embedding': suite_embedding,
     'lm_loss_head': suite_lm_loss_head,
+    'lm_train_step': suite_lm_train_step,
 }
 COLUMNS = ('suite', 'case', 'provider', 'ms', 'pct_copy_bw', 'vs_peer', 'rel_err', 'gbps',
            'peak_gib', 'note', 'error')  # fmt: skip
