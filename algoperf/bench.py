@@ -19,7 +19,13 @@ says which), and ``report`` (a dict of columns shown as given). See benchmarks/_
 
 ``--quick`` is a smoke run: it sets ``ALGOPERF_BENCH_QUICK=1`` (suites then time 2 rounds,
 the bandwidth probe 3 passes), writes the JSON to a temporary directory, leaves RESULTS.md
-alone and prints the section instead. ``--from-json FILE`` renders an existing JSON
+alone and prints the section instead. Its sections say they are not for claims (a line
+under the title and one under every table, and a line on the terminal).
+
+A "% of streaming BW" figure above 100 % cannot be a DRAM-bound kernel's real figure (the
+data stayed in cache, ``bytes_moved`` overcounts, or the probe read low, as a quick run's
+3-pass probe can): its cell is marked ``⚠``, a note follows the table and each one is
+named on stderr. The same goes for ``report`` columns whose name mentions bandwidth. ``--from-json FILE`` renders an existing JSON
 without running anything. Library code: reads JSON and runs subprocesses, never imports
 ``benchmarks``.
 """
@@ -43,6 +49,12 @@ RESULTS_DIR = os.path.join('benchmarks', 'results')
 SUITE_GLOBS = ('benchmarks/bench_*.py', 'benchmarks/*/bench_*.py')
 QUICK_ENV = 'ALGOPERF_BENCH_QUICK'  # Read by benchmarks/_harness.py.
 MISSING = '—'
+OVER_MARK = '⚠'  # A bandwidth percentage above 100 %.
+QUICK_BANNER = ('**Quick (smoke) run: not for claims.** Few timed rounds and a short bandwidth probe; '
+                'rerun without `--quick` to measure.')
+QUICK_TABLE_NOTE = '_Quick run: not for claims._'
+OVER_NOTE = (f'{OVER_MARK} above 100 % of the measured streaming bandwidth: not attainable from memory '
+             '(cache-resident data, an overcounted `bytes_moved`, or a low probe); not a figure to quote.')
 
 
 class BenchError(Exception):
@@ -199,8 +211,47 @@ def machine_line(data: dict[str, Any]) -> str:
     return line
 
 
+def _percent(text: Any) -> float | None:
+    """``'134%'`` -> 134.0; anything else -> None."""
+    match = re.fullmatch(r'\s*([0-9]+(?:\.[0-9]*)?)\s*%\s*', str(text))
+    return float(match.group(1)) if match else None
+
+
+def _is_bandwidth_key(key: str) -> bool:
+    return bool(re.search(r'bandwidth|\bBW\b', key, re.IGNORECASE))
+
+
+def _bandwidth_pct(b: dict[str, Any], machine: dict[str, Any]) -> float | None:
+    """The benchmark's median GB/s as % of its device's probed streaming bandwidth."""
+    extra = b.get('extra_info', {})
+    moved = extra.get('bytes_moved')
+    stream = _stream_gbps(machine, str(extra.get('device', 'cpu')))
+    if not moved or not stream or not b['stats'].get('median'):
+        return None
+    return 100 * moved / b['stats']['median'] / 1e9 / stream
+
+
+def over_bandwidth(data: dict[str, Any], suite: str | None = None) -> list[tuple[str, str, str, float]]:
+    """(group, provider, column, percent) of every bandwidth figure above 100 %."""
+    machine = data.get('machine_info', {})
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for b in data.get('benchmarks') or []:
+        groups.setdefault(b.get('group') or suite or '', []).append(b)
+    found = []
+    for group, rows in groups.items():
+        for b, label in zip(rows, _label_rows(rows)):
+            pct = _bandwidth_pct(b, machine)
+            if pct is not None and pct > 100:
+                found.append((group, label, '% of streaming BW', pct))
+            for key, value in b.get('extra_info', {}).get('report', {}).items():
+                shown = _percent(value)
+                if _is_bandwidth_key(key) and shown is not None and shown > 100:
+                    found.append((group, label, key, shown))
+    return found
+
+
 def _label_rows(rows: list[dict[str, Any]]) -> list[str]:
-    labels = [str(b.get('params', {}).get('provider') or b.get('param') or b['name']) for b in rows]
+    labels = [str((b.get('params') or {}).get('provider') or b.get('param') or b['name']) for b in rows]
     if len(set(labels)) < len(labels):  # e.g. another parameter shares the group
         labels = [str(b.get('param') or b['name']) for b in rows]
     return labels
@@ -237,6 +288,7 @@ def render_group(group: str, rows: list[dict[str, Any]], machine: dict[str, Any]
         head += ['GB/s', '% of streaming BW']
     head += report_keys
     lines = [f'**{group}**', '', '| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    flagged = False
     for b in rows:
         s, extra = b['stats'], b.get('extra_info', {})
         median = format_time(s['median'])
@@ -257,11 +309,20 @@ def render_group(group: str, rows: list[dict[str, Any]], machine: dict[str, Any]
         if has_bytes:
             moved = extra.get('bytes_moved')
             gbps = moved / s['median'] / 1e9 if moved else None
-            stream = _stream_gbps(machine, str(extra.get('device', 'cpu')))
+            pct = _bandwidth_pct(b, machine)
             cells.append(f'{gbps:.1f}' if gbps else MISSING)
-            cells.append(f'{100 * gbps / stream:.0f}%' if gbps and stream else MISSING)
-        cells += [str(extra.get('report', {}).get(k, MISSING)) for k in report_keys]
+            cells.append(MISSING if pct is None else f'{pct:.0f}%' + (f' {OVER_MARK}' if pct > 100 else ''))
+            flagged = flagged or (pct is not None and pct > 100)
+        for k in report_keys:
+            value = str(extra.get('report', {}).get(k, MISSING))
+            over = _is_bandwidth_key(k) and (_percent(value) or 0) > 100
+            cells.append(f'{value} {OVER_MARK}' if over else value)
+            flagged = flagged or over
         lines.append('| ' + ' | '.join(cells) + ' |')
+    if flagged:
+        lines += ['', OVER_NOTE]
+    if machine.get('quick'):
+        lines += ['', QUICK_TABLE_NOTE]
     return '\n'.join(lines)
 
 
@@ -281,6 +342,8 @@ def render_section(suite: str, data: dict[str, Any], json_path: str) -> str:
         f'`{source}`, {when} UTC. JSON: `{json_path}`. Times are per round; ratios divide medians.',
         machine_line(data),
     ]
+    if data.get('machine_info', {}).get('quick'):
+        out[1:1] = [QUICK_BANNER, '']
     for group, rows in groups.items():
         out += ['', render_group(group, rows, data.get('machine_info', {}))]
     return '\n'.join(out)
@@ -382,8 +445,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _warn_terminal(suite: str, data: dict[str, Any]) -> None:
+    """The not-for-claims and above-100 % lines on the terminal (stderr)."""
+    if data.get('machine_info', {}).get('quick'):
+        print(f'algoperf bench: {suite}: quick (smoke) run: these numbers are NOT for claims.', file=sys.stderr)
+    for group, label, column, pct in over_bandwidth(data, suite):
+        print(f'algoperf bench: {suite}: {group} `{label}`: {column} {pct:.0f}% is above 100 % of the measured '
+              'streaming bandwidth; not a real figure (check bytes_moved, cache residency or the probe).',
+              file=sys.stderr)
+
+
 def _render_or_update(root: str, data: dict[str, Any], json_path: str, update: bool) -> None:
     suite, shown = suite_of(data), _display_path(json_path, root)
+    _warn_terminal(suite, data)
     if update:
         path = update_results_md(root, suite, data, shown)
         print(
@@ -409,6 +483,9 @@ def _main(args: argparse.Namespace) -> int:
         raise BenchError(
             f'unknown suite {", ".join(map(repr, unknown))}; known: {", ".join(suites)}'
         )
+    if args.quick:
+        print('algoperf bench: --quick: smoke run (few rounds, short bandwidth probe); its tables are NOT for '
+              'claims and RESULTS.md is left alone.', flush=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime('%Y%m%d')
     tag = args.tag or host_tag()
     out_dir = (

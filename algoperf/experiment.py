@@ -169,8 +169,7 @@ class Experiment:
         self.progress = progress
         # Before anything builds tensors or thread pools (the submission, the workload probe).
         requested, self.threads_source = runtime_lib.choose_num_threads(config.num_threads, runtime)
-        self.num_threads = runtime_lib.set_num_threads(requested)
-        _log.info('Torch intra-op threads: %d (%s).', self.num_threads, self.threads_source)
+        self.num_threads = runtime_lib.set_num_threads(requested)  # Said in run(): bad input stays one line.
         self.rules = benchmark_versions.get(config.benchmark_version)
         self.spec = benchmark_versions.apply(registry.get_spec(config.workload), self.rules.name)
         self.submission = submission_lib.load(config.submission_path)
@@ -227,11 +226,8 @@ class Experiment:
         cfg = self.config
         if cfg.is_self_tuning:
             return [(1, None)]
-        count = self.study_trials
-        if count != cfg.num_tuning_trials:  # Said here, once (generate() is asked for no more).
-            self._say(f'{cfg.tuning_search_space}: search space lists {count} points; running {count} '
-                      f'trials, not {cfg.num_tuning_trials} (--num_tuning_trials).')
-        points = self.space.generate(count, seed=base_seed)
+        # Asked for no more points than there are: the capped count is said once, in run().
+        points = self.space.generate(self.study_trials, seed=base_seed)
         indexed = list(enumerate(points))
         sliced = itertools.islice(indexed, cfg.hparam_start_index, cfg.hparam_end_index)
         return [(i + 1, hp) for i, hp in sliced]
@@ -275,6 +271,12 @@ class Experiment:
             if not cfg.resume_anyway:
                 self._check_resume(trials)
         experiment_dir.prepare_log_dir(self.log_dir, cfg, runtime, resuming)
+        _log.info('Torch intra-op threads: %d (%s).', self.num_threads, self.threads_source)
+        if not cfg.is_self_tuning and self.study_trials != cfg.num_tuning_trials:
+            sliced = (f' (this invocation: trial(s) {trials[0][0]}-{trials[-1][0]})'
+                      if trials and len(trials) < self.study_trials else '')
+            self._say(f'{cfg.tuning_search_space}: search space lists {self.study_trials} points; running '
+                      f'{self.study_trials} trials, not {cfg.num_tuning_trials} (--num_tuning_trials){sliced}.')
         results: List[TrialResult] = []
         stop = StopFlag()
         with experiment_dir.stop_on_signals(stop):
@@ -325,7 +327,7 @@ class Experiment:
         trial_dir = os.path.join(self.log_dir, f'trial_{trial}')
         previous = _read_result(trial_dir)
         if previous is not None and previous.status not in _UNFINISHED and cfg.resume_last_run:
-            self.progress.write(f'trial_{trial}: already finished ({previous.status}); skipping.')
+            self._say(f'trial_{trial}: already finished ({previous.status}); skipping.')
             return previous, False
         with experiment_dir.file_errors_as_user_errors(trial_dir):
             if runtime.is_main:
@@ -376,7 +378,7 @@ class Experiment:
             if isinstance(error, UserError) and not group_broken:
                 raise error  # Bad input found in the trial (a refused checkpoint, bad data): one line, exit 2.
         if cfg.profile:
-            self.progress.write(f'Profile of trial {trial}:\n{profiler.summary()}')
+            self._say(f'Profile of trial {trial}:\n{profiler.summary()}')
         if runtime.is_main:
             path = os.path.join(trial_dir, 'result.json')
             try:
@@ -390,7 +392,7 @@ class Experiment:
                 runtime.wait_for_acknowledgements(_ACK_TIMEOUT_S)
             else:
                 runtime.acknowledge_failure()
-        self.progress.write(_describe(result, self.spec))
+        self._say(_describe(result, self.spec))  # Rank 0 only: under DDP it holds every rank's error.
         if result.status == INTERRUPTED:
             name = signal.Signals(stop.signum).name
             where = f'checkpoint {checkpoint}' if checkpoint else 'no checkpoint (--save_checkpoints=false)'

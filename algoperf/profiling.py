@@ -30,6 +30,7 @@ import json
 import math
 import os
 import resource
+import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
 
@@ -222,9 +223,22 @@ def format_table(report: Dict[str, Any]) -> str:
     lines.append(f'{report["measured_steps"]} steps after {report["warmup_steps"]} warm-up; '
                  f'{_rate(report["examples_per_second"])} examples/s at global batch {report["global_batch_size"]}; '
                  + ', '.join(f'{k} {v:,.1f}' for k, v in report['memory'].items()))
+    if report.get('torch_num_threads') is not None:
+        lines.append(format_host_line(report))
     if report.get('eval_seconds') is not None:
         lines.append(format_eval_line(report))
     return '\n'.join(lines)
+
+
+def format_host_line(report: Dict[str, Any]) -> str:
+    """Threads, CPU and the 1-minute load around the measured steps (what the timings ran under)."""
+    def load(key):
+        value = report.get(key)
+        return f'{value[0]:.2f}' if value else '?'
+
+    return (f'{report["torch_num_threads"]} torch thread(s) ({report.get("torch_num_threads_source")}) on '
+            f'{report.get("cpu_model_name") or "?"}, {report.get("cpu_count_logical")} logical core(s); '
+            f'1-minute load average {load("load_average_start")} before the steps, {load("load_average_end")} after')
 
 
 def format_eval_line(report: Dict[str, Any]) -> str:
@@ -297,6 +311,15 @@ def _rate(per_second: float) -> str:
     return f'{per_second:,.0f}' if per_second >= 100 else f'{per_second:.2g}'
 
 
+def _warn_if_busy(what: str, load, runtime) -> bool:
+    from algoperf.runtime import busy_machine_warning  # noqa: PLC0415
+
+    line = busy_machine_warning(what, load)
+    if line is not None and runtime.is_main:
+        print(f'algoperf profile: warning: {line}', file=sys.stderr, flush=True)
+    return line is not None
+
+
 def write_json(report: Dict[str, Any], path: str) -> None:
     with open(path, 'w') as f:
         json.dump(report, f, indent=2, default=str)  # str: e.g. torch.device values
@@ -308,7 +331,8 @@ def profile_workload(workload_name: str, submission_path: str, data: str = 'synt
                      rng_seed: int = 0, run_eval: bool = True, torch_compile: bool = False,
                      device: Optional[str] = None, eval_batches: int = 8,
                      eval_batch_size: Optional[int] = None,
-                     on_steps: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+                     on_steps: Optional[Callable[[Dict[str, Any]], None]] = None,
+                     num_threads: int = 0) -> Dict[str, Any]:
     """Profile `steps` steps (after `warmup`) of a submission on a workload; returns the report.
 
     Hyperparameters: the first point of `tuning_search_space`, else None (self-tuning).
@@ -321,6 +345,12 @@ def profile_workload(workload_name: str, submission_path: str, data: str = 'synt
     `on_steps(report)` is called (the CLI prints the table there); after the eval,
     profile.json is written again with the eval's fields (or `eval_error`, then the
     error is re-raised).
+
+    Timing hygiene, as `algoperf run`: torch's intra-op threads are set first
+    (`num_threads`, 0 = auto: runtime.choose_num_threads) and the report records them
+    with the CPU and the load average before and after the measured steps
+    (`load_average_start`, `load_average_end`; 1, 5, 15 minutes); a 1-minute load above
+    the logical cores at either point is one warning line on stderr.
     """
     from algoperf import random_utils as prng
     from algoperf import registry, search_space
@@ -329,6 +359,7 @@ def profile_workload(workload_name: str, submission_path: str, data: str = 'synt
     from algoperf.profiler import PassThroughProfiler
     from algoperf.progress import Progress
     from algoperf.runner import TrialSetup, _Trial
+    from algoperf import runtime as runtime_lib
     from algoperf.runtime import Runtime
     from algoperf.timing import Clock
 
@@ -338,7 +369,13 @@ def profile_workload(workload_name: str, submission_path: str, data: str = 'synt
         raise ValueError(f'--eval_batches={eval_batches}: must be >= 1')
     if eval_batch_size is not None and eval_batch_size < 1:
         raise ValueError(f'--eval_batch_size={eval_batch_size}: must be >= 1')
+    if num_threads < 0:
+        raise ValueError(f'--num_threads={num_threads}: must be >= 0 (0 = auto)')
     runtime = Runtime.from_env(device=device)
+    # Before the submission and workload are built, as in `algoperf run`.
+    threads, threads_source = runtime_lib.choose_num_threads(num_threads, runtime)
+    host = {'torch_num_threads': runtime_lib.set_num_threads(threads), 'torch_num_threads_source': threads_source,
+            **runtime_lib.cpu_facts()}
     runtime.init_process_group()
     spec = registry.get_spec(workload_name)
     sub = submission_lib.load(submission_path)
@@ -377,13 +414,19 @@ def profile_workload(workload_name: str, submission_path: str, data: str = 'synt
         tracer = torch.profiler.profile(activities=activities,
                                         schedule=torch.profiler.schedule(wait=0, warmup=warmup, active=steps, repeat=1),
                                         on_trace_ready=lambda p: p.export_chrome_trace(trace))
+    host['load_average_start'] = runtime_lib.load_average()
+    busy = _warn_if_busy('profile start', host['load_average_start'], runtime)
     with tracer as prof:
         if trace:
             timer.on_step = prof.step
         with instrument(workload, sub, timer, trial):
             trial.run()
         timer.finish()
+    host['load_average_end'] = runtime_lib.load_average()
+    if not busy:
+        _warn_if_busy('profile end', host['load_average_end'], runtime)
     report = summarize(timer, warmup, batch)
+    report.update(host)
     report.update(workload=workload_name, submission=submission_path, data=data, device=str(runtime.device),
                   world_size=runtime.world_size, global_batch_size=batch, warmup_steps=warmup,
                   torch_version=torch.__version__, memory=peak_memory(runtime.device), trace=trace,

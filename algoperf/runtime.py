@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import os
 import time
-from typing import List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -62,6 +62,8 @@ class Runtime:
       world_size: number of processes (1 when not distributed).
       launched_distributed: True when started by torchrun (even with 1 rank),
         mirroring upstream's USE_PYTORCH_DDP ('LOCAL_RANK' in the environment).
+      local_world_size: processes on this node (torchrun's LOCAL_WORLD_SIZE);
+        they share its cores (see `choose_num_threads`).
     """
 
     device: torch.device
@@ -69,6 +71,7 @@ class Runtime:
     local_rank: int = 0
     world_size: int = 1
     launched_distributed: bool = False
+    local_world_size: int = 1
 
     @property
     def distributed(self) -> bool:
@@ -96,6 +99,7 @@ class Runtime:
         rank = int(env.get('RANK', env.get('LOCAL_RANK', 0)))
         local_rank = int(env.get('LOCAL_RANK', 0))
         world_size = int(env.get('WORLD_SIZE', 1))
+        local_world_size = int(env.get('LOCAL_WORLD_SIZE', world_size if launched else 1))
         if device is None:
             device = 'cuda' if torch.cuda.is_available() else 'cpu'
         if device == 'cuda':
@@ -104,7 +108,7 @@ class Runtime:
             dev = torch.device('cpu')
         else:
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
-        return cls(dev, rank, local_rank, world_size, launched)
+        return cls(dev, rank, local_rank, world_size, launched, max(1, local_world_size))
 
     def init_process_group(self) -> None:
         """Join the process group (idempotent); set the CUDA device first."""
@@ -205,6 +209,94 @@ class Runtime:
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+
+# ---- CPU threads and machine load (timing hygiene) -------------------------------------------
+# Why: on a loaded 2-core machine digits steps alternated between 0.7 ms and 150 ms with
+# torch's default threads (1.05 ms steady with one), and one trial missed its budget. The
+# threads a trial used and the load it ran under are therefore recorded with its logs.
+
+
+def usable_cores() -> int:
+    """Logical CPUs this process may run on (its affinity mask; cgroup CPU quotas are not read)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def choose_num_threads(requested: int, runtime: 'Runtime',
+                       env: Optional[Mapping[str, str]] = None) -> Tuple[int, str]:
+    """Torch intra-op threads for this rank, and where the number came from.
+
+    `requested` > 0 (--num_threads) wins. Otherwise (0, auto): OMP_NUM_THREADS when set
+    in a process not started by torchrun (torchrun itself sets it to 1 for every
+    multi-process launch, so under torchrun it says nothing about the user's wish);
+    else the usable cores divided by the ranks on this node, at least 1.
+    """
+    env = os.environ if env is None else env
+    if requested > 0:
+        return requested, '--num_threads'
+    omp = env.get('OMP_NUM_THREADS', '').strip()
+    if omp.isdigit() and int(omp) > 0 and not runtime.launched_distributed:
+        return int(omp), 'OMP_NUM_THREADS'
+    cores = usable_cores()
+    ranks = max(1, runtime.local_world_size)
+    return max(1, cores // ranks), f'auto: {cores} usable core(s) / {ranks} rank(s) on this node'
+
+
+def set_num_threads(num_threads: int) -> int:
+    """Set torch's intra-op threads (process-wide); returns the number now in effect."""
+    if torch.get_num_threads() != num_threads:
+        torch.set_num_threads(num_threads)
+    return torch.get_num_threads()
+
+
+def cpu_model_name() -> Optional[str]:
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    import platform  # noqa: PLC0415
+
+    return platform.processor() or None
+
+
+def cpu_facts() -> Dict[str, Any]:
+    """CPU model and core counts (logical = hardware threads; usable = this process's affinity)."""
+    import psutil  # noqa: PLC0415
+
+    return {
+        'cpu_model_name': cpu_model_name(),
+        'cpu_count_logical': os.cpu_count(),
+        'cpu_count_physical': psutil.cpu_count(logical=False),
+        'cpu_count_usable': usable_cores(),
+    }
+
+
+def load_average() -> Optional[List[float]]:
+    """System load average over 1, 5 and 15 minutes (None where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def busy_machine_warning(what: str, load: Optional[List[float]]) -> Optional[str]:
+    """One line when the 1-minute load average exceeds the machine's logical cores, else None.
+
+    The load average counts runnable threads machine-wide, this process's own included, so
+    a trial using every core sits near the core count; above it, something else competes
+    for the cores and step times are inflated.
+    """
+    cores = os.cpu_count() or 1
+    if load is None or load[0] <= cores:
+        return None
+    return (f'{what}: the machine is busier than its cores (1-minute load average {load[0]:.2f} on {cores} '
+            'logical core(s)); step times may be inflated by other processes.')
 
 
 class RankZeroFilter(logging.Filter):

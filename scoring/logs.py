@@ -297,8 +297,8 @@ def _iter_trials(submission: str, root: str, report: LoadReport, schema_for: Opt
                  max_bytes: Optional[int]) -> Iterator[TrialLog]:
     for study in sorted(os.listdir(root)):
         study_dir = os.path.join(root, study)
-        if not os.path.isdir(study_dir):
-            continue
+        if not os.path.isdir(study_dir) or study.startswith('.'):
+            continue  # Hidden: e.g. `algoperf sweep`'s .sweep/ (job list, scripts, logs).
         for entry in sorted(os.listdir(study_dir)):
             wl_dir = os.path.join(study_dir, entry)
             if not os.path.isdir(wl_dir):

@@ -47,6 +47,13 @@ def test_local_sweep_runs_skips_resumes_and_reports_failures(tmp_path, capsys):
     capsys.readouterr()
     assert json.loads((trial(tmp_path, 2) / 'result.json').read_text())['preemption_count'] == 1
 
+    # A finished sweep scores (digits against our spec's target); .sweep/ is not read as a study.
+    assert cli.main(['sweep', 'score', str(tmp_path / 'nadamw'), f'--output_dir={tmp_path / "scores"}',
+                     '--no_plots']) == 0
+    captured = capsys.readouterr()
+    assert '.sweep' not in captured.out + captured.err
+    assert (tmp_path / 'scores' / 'scores.csv').exists()
+
     # A different grid over the same directory is refused in one line.
     assert cli.main(['sweep', 'run', f'--submission_path={SUB}', f'--experiment_dir={tmp_path}',
                      f'--tuning_search_space={SPACE}', '--workloads=digits', '--num_studies=2']) == 2
