@@ -207,7 +207,7 @@ def save_checkpoint(
         for old in glob.glob(os.path.join(checkpoint_dir, 'checkpoint_*')):
             if old != path and _CKPT_RE.search(os.path.basename(old)):
                 os.remove(old)
-    _log.info('Saved checkpoint to %s.', path)
+    _log.debug('Saved checkpoint to %s.', path)  # One line per eval is the eval's own.
     return path
 
 
