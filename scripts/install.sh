@@ -24,6 +24,15 @@ fi
 "${PIP[@]}" "setuptools>=64" wheel "pybind11>=2.12" ninja
 extras=""
 if [ "${1:-}" = "--dev" ]; then extras="[dev]"; fi
-echo "[install] building algoperf-fast${extras} (C++ extension kernels._C: about a minute on 2 cores)" >&2
+# The extension is built once: a kernels/_C*.so newer than every C++ source and setup.py is
+# kept (re-running this script then takes seconds, not the ~1-2 min compile).
+so=$(ls kernels/_C*.so 2>/dev/null | head -n 1 || true)
+if [ -n "$so" ] && [ -z "$(find csrc setup.py -newer "$so" -type f 2>/dev/null | head -n 1)" ] \
+   && "$PY" -c 'import kernels, sys; sys.exit(0 if kernels.ext_available() else 1)' 2>/dev/null; then
+  echo "[install] installing algoperf-fast${extras}; kernels._C is up to date ($so), not rebuilding" >&2
+  export ALGOPERF_BUILD_EXT=0
+else
+  echo "[install] building algoperf-fast${extras} (C++ extension kernels._C: about a minute on 2 cores)" >&2
+fi
 "${PIP[@]}" --no-build-isolation -e ".${extras}"
 "$PY" -c 'import kernels; print("[install] kernels._C extension:", "built" if kernels.ext_available() else "NOT built (PyTorch fallbacks)")' >&2

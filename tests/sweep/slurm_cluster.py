@@ -106,6 +106,14 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         return subprocess.run(['scontrol', *args], env=self.env, capture_output=True, text=True, check=True).stdout
 
     def stop(self) -> None:
+        # Jobs first, so no slurmstepd outlives the cluster.
+        subprocess.run(['scancel', '--full', '--user=root'], env=self.env, capture_output=True, check=False)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            out = subprocess.run(['squeue', '-h'], env=self.env, capture_output=True, text=True).stdout
+            if not out.strip():
+                break
+            time.sleep(0.5)
         for pid_file in ('slurmd.pid', 'slurmctld.pid', 'munge/munged.pid'):
             path = os.path.join(self.root, pid_file)
             try:

@@ -256,3 +256,20 @@ def test_eval_model_keeps_spec_counts_for_synthetic_queues():
         logits, _ = wl.model_fn(model, batch, None, spec.ForwardPassMode.EVAL, None, False)
         total += wl.loss_fn(batch['targets'], logits, batch['weights'])['summed'].double().item()
     assert result['loss'] == pytest.approx(total / 300, rel=1e-12)
+
+
+def test_cifar_eval_of_a_small_split_reads_it_once():
+    """A split smaller than the spec's count is not cycled (#18): the pass is the data present."""
+    import torch
+
+    from algoperf.workload_base import SpecWorkload
+    from workloads.cifar import input_pipeline
+
+    images = torch.zeros(70, 3, 32, 32, dtype=torch.uint8)
+    labels = torch.arange(70) % 10
+    stream = input_pipeline.eval_stream(images, labels, global_batch_size=32, rank=0, world_size=1)
+    batches = list(SpecWorkload._one_pass(stream, num_examples=10_000, global_batch_size=32))
+    assert len(batches) == 3  # ceil(70 / 32), not ceil(10,000 / 32) = 313.
+    assert sum(float(b['weights'].sum()) for b in batches) == 70
+    # The stream still repeats for the next eval (upstream caches and repeats eval iterators).
+    assert float(next(stream)['weights'].sum()) == 32

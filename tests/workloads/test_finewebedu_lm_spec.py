@@ -29,4 +29,6 @@ def test_only_v1_scores_it_and_old_versions_leave_it_unchanged():
     assert 'finewebedu_lm' in benchmark_versions.get('1.0').base_workloads
     for old in ('0.5', '0.6'):
         assert 'finewebedu_lm' not in benchmark_versions.get(old).base_workloads
-        assert benchmark_versions.apply(spec, old) == spec
+        versioned = benchmark_versions.apply(spec, old)
+        assert (versioned.max_allowed_runtime_sec, versioned.eval_period_time_sec, versioned.step_hint) == (
+            spec.max_allowed_runtime_sec, spec.eval_period_time_sec, spec.step_hint)

@@ -244,10 +244,34 @@ def eval_stream(
     world_size: int,
     repeat: bool = True,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Padded global batches of consecutive examples; this rank's rows, with weights."""
-    n, device = len(labels), images.device
+    """Padded global batches of consecutive examples; this rank's rows, with weights.
+
+    The stream knows its pass (`batches_per_pass`, from the examples actually present), so an
+    eval of a split smaller than the spec's count reads it once instead of cycling it.
+    """
+    n = len(labels)
     if n == 0:
         raise ValueError('cifar: an empty eval split.')
+    return _EvalStream(_eval_batches(images, labels, global_batch_size, rank, world_size, repeat),
+                       math.ceil(n / global_batch_size))
+
+
+class _EvalStream:
+    """An eval iterator with its pass length (read by SpecWorkload._one_pass)."""
+
+    def __init__(self, batches: Iterator[dict[str, torch.Tensor]], batches_per_pass: int) -> None:
+        self._batches = batches
+        self.batches_per_pass = batches_per_pass
+
+    def __iter__(self) -> '_EvalStream':
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        return next(self._batches)
+
+
+def _eval_batches(images, labels, global_batch_size, rank, world_size, repeat):
+    n, device = len(labels), images.device
     b = global_batch_size // world_size
     while True:
         for start in range(0, n, global_batch_size):
