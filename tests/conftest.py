@@ -3,7 +3,7 @@
 Slow tests: most carry `@pytest.mark.slow` in their file. The cases below are marked here
 because they are single parametrizations (one workload of a generic test) or fixtures' users
 whose cost sits in setup; seconds are as measured in a `pytest -m 'not slow' --durations` run on
-the 2-core CI machine, quiet (2026-12-02). Together ~190 s: without them `pytest -m 'not slow'`
+the 2-core CI machine, quiet (2026-12-02). Together ~210 s: without them `pytest -m 'not slow'`
 is the < 3 min loop (#16).
 """
 
@@ -38,6 +38,14 @@ SLOW_BY_ID = {
     'tests/kernels/test_chunked_embedding.py::test_torch_compile_sees_one_op_with_a_fake_implementation': 5.0,
     'tests/workloads/test_wmt_reader.py::test_baseline_trains_on_the_converted_fixture_through_the_runner': 4.2,
     'tests/workloads/test_ogbg_runner.py::test_baseline_trains_on_the_converted_fixture_through_the_runner': 3.7,
+    'tests/harness/test_mnist.py::test_mnist_trains_from_idx_files': 4.4,
+    'tests/harness/test_tracking.py::test_wandb_offline_run_has_scalars_flags_and_group': 2.9,
+    'tests/workloads/test_imagenet_runner.py::test_eval_reads_the_split_in_order_with_padding_masked[dali]': 2.6,
+    'tests/workloads/test_imagenet_runner.py::test_eval_reads_the_split_in_order_with_padding_masked[pil]': 2.4,
+    'tests/workloads/test_imagenet_runner.py::test_baseline_trains_on_the_jpeg_fixture_through_the_runner'
+    '[imagenet_resnet]': 2.4,
+    'tests/kernels/test_triton_embedding.py::test_backward_is_bitwise_deterministic_across_runs_and_piece_sizes': 2.2,
+    'tests/workloads/test_cifar.py::test_baseline_trains_and_evaluates_on_the_fixture_through_the_runner': 2.1,
 }
 
 
