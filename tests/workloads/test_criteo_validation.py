@@ -12,13 +12,12 @@ import gzip
 import pytest
 import torch
 
-from algoperf import cli, registry
+from algoperf import registry
 from algoperf.errors import DataError
 from algoperf.runtime import Runtime
+from tests.workloads.run_refusal import run_refused_line
 from workloads.criteo1tb import fixture
 from workloads.criteo1tb import input_pipeline as ip
-
-SUBMISSION = 'tests/data/submissions/tiny_batch_nadamw.py'
 
 
 @pytest.fixture
@@ -73,14 +72,5 @@ def test_a_good_head_and_an_empty_file_pass(data_dir):
 def test_run_exits_2_with_one_line_naming_the_file(data_dir, tmp_path, capsys):
     path = data_dir / 'day_0_00'
     path.write_bytes(gzip.compress(path.read_bytes()))
-    code = cli.main([
-        'run', '--workload=criteo1tb_test', f'--submission_path={SUBMISSION}', '--tuning_ruleset=self',
-        f'--data_dir={data_dir}', f'--experiment_dir={tmp_path / "exp"}', '--experiment_name=c',
-        '--noprogress', '--max_global_steps=1', '--torch_compile=false',
-    ])  # fmt: skip
-    err = capsys.readouterr().err
-    # The error is one line (info log lines may precede it), and no traceback.
-    (line,) = [x for x in err.splitlines() if x.startswith('algoperf run: error:')]
-    assert code == 2 and err.rstrip().splitlines()[-1] == line  # Nothing after it.
-    assert 'Traceback' not in err and f'{path}:1: gzip-compressed' in line, err
-    assert not (tmp_path / 'exp' / 'c').exists()
+    line = run_refused_line('criteo1tb_test', data_dir, tmp_path, capsys, name='c')
+    assert f'{path}:1: gzip-compressed' in line, line

@@ -12,12 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from algoperf import cli
 from algoperf.errors import DataError
+from tests.workloads.run_refusal import run_refused_line
 from workloads.fastmri import input_pipeline as ip
 from workloads.fastmri.fixture import write_fastmri_fixture
-
-SUBMISSION = 'tests/data/submissions/tiny_batch_nadamw.py'
 
 
 @pytest.fixture
@@ -96,17 +94,8 @@ def test_run_exits_2_with_one_line_naming_the_file(volumes, tmp_path, capsys):
     with h5py.File(files['val'][1]) as hf:
         real = hf['kspace'][()].real.astype(np.float32)
     _rewrite(files['val'][1], kspace=real)
-    code = cli.main([
-        'run', '--workload=fastmri', f'--submission_path={SUBMISSION}', '--tuning_ruleset=self',
-        f'--data_dir={data_dir}', f'--experiment_dir={tmp_path / "exp"}', '--experiment_name=mri',
-        '--noprogress', '--max_global_steps=1', '--torch_compile=false',
-    ])  # fmt: skip
-    err = capsys.readouterr().err
-    # The error is one line (info log lines may precede it), and no traceback.
-    (line,) = [x for x in err.splitlines() if x.startswith('algoperf run: error:')]
-    assert code == 2 and err.rstrip().splitlines()[-1] == line  # Nothing after it.
-    assert 'Traceback' not in err and files['val'][1] in line and "'kspace'" in line, err
-    assert not (tmp_path / 'exp' / 'mri').exists()
+    line = run_refused_line('fastmri', data_dir, tmp_path, capsys, name='mri')
+    assert files['val'][1] in line and "'kspace'" in line, line
 
 
 def test_the_fixture_passes_the_checks(volumes):

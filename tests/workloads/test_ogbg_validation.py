@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from algoperf import cli, registry
+from algoperf import registry
 from algoperf.errors import DataError
 from algoperf.runtime import Runtime
+from tests.workloads.run_refusal import run_refused_line
 from workloads.ogbg import convert
 from workloads.ogbg import input_pipeline as ip
 from workloads.ogbg.fixture import write_ogbg_fixture
-
-SUBMISSION = 'tests/data/submissions/tiny_batch_nadamw.py'
 
 
 @pytest.fixture(scope='module')
@@ -97,17 +96,8 @@ def test_wrong_feature_width_and_negative_counts_are_refused(data_dir):
 def test_run_exits_2_with_one_line_naming_the_file(data_dir, tmp_path, capsys):
     path, feat = _column(data_dir, 'validation', 'node_feat')
     np.save(path, feat.astype(np.float64))
-    code = cli.main([
-        'run', '--workload=ogbg', f'--submission_path={SUBMISSION}', '--tuning_ruleset=self',
-        f'--data_dir={data_dir}', f'--experiment_dir={tmp_path / "exp"}', '--experiment_name=g',
-        '--noprogress', '--max_global_steps=1', '--torch_compile=false',
-    ])  # fmt: skip
-    err = capsys.readouterr().err
-    # The error is one line (info log lines may precede it), and no traceback.
-    (line,) = [x for x in err.splitlines() if x.startswith('algoperf run: error:')]
-    assert code == 2 and err.rstrip().splitlines()[-1] == line  # Nothing after it.
-    assert 'Traceback' not in err and 'validation/node_feat.npy' in line, err
-    assert not (tmp_path / 'exp' / 'g').exists()
+    line = run_refused_line('ogbg', data_dir, tmp_path, capsys, name='g')
+    assert 'validation/node_feat.npy' in line, line
 
 
 def test_converter_output_passes(converted):

@@ -15,11 +15,10 @@ import torch
 from algoperf import cli
 from algoperf.errors import DataError
 from algoperf.runtime import Runtime
+from tests.workloads.run_refusal import run_refused_line
 from workloads.wmt import input_pipeline as ip
 from workloads.wmt import workload as wmt
 from workloads.wmt.fixture import write_wmt_fixture
-
-SUBMISSION = 'tests/data/submissions/tiny_batch_nadamw.py'
 
 
 @pytest.fixture(scope='module')
@@ -97,17 +96,8 @@ def test_two_dimensional_tokens_are_refused(data_dir):
 def test_run_exits_2_with_one_line_naming_the_file(data_dir, tmp_path, capsys):
     path, tokens = _array(data_dir, 'train', 'inputs_tokens')
     np.save(path, tokens.astype(np.float64))
-    code = cli.main([
-        'run', '--workload=wmt', f'--submission_path={SUBMISSION}', '--tuning_ruleset=self',
-        f'--data_dir={data_dir}', f'--experiment_dir={tmp_path / "exp"}', '--experiment_name=w',
-        '--noprogress', '--max_global_steps=1', '--torch_compile=false',
-    ])  # fmt: skip
-    err = capsys.readouterr().err
-    # The error is one line (info log lines may precede it), and no traceback.
-    (line,) = [x for x in err.splitlines() if x.startswith('algoperf run: error:')]
-    assert code == 2 and err.rstrip().splitlines()[-1] == line  # Nothing after it.
-    assert 'Traceback' not in err and 'train/inputs_tokens.npy' in line, err
-    assert not (tmp_path / 'exp' / 'w').exists()
+    line = run_refused_line('wmt', data_dir, tmp_path, capsys, name='w')
+    assert 'train/inputs_tokens.npy' in line, line
 
 
 def test_converter_output_passes(converted):
